@@ -1,0 +1,50 @@
+"""The pretraining stage; the workflow starts it under torchrun (``torchrun ... -m tulip pretrain``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tulip.cli.common import add_config_argument, add_stage_argument
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="train a model on webdataset shards (run under torchrun)")
+    p.add_argument("--manifest", required=True, help="manifest.json of the training shards")
+    p.add_argument("--out-dir", required=True, help="folder for checkpoints/, metrics.jsonl and summary.json")
+    p.add_argument("--weights", required=True, help="where the final weights are written")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the whole node, shared by its processes")
+    p.add_argument("--code-version", default="", help="version of the training code; checkpoints of other versions are not resumed")
+    add_config_argument(p, "train")
+    add_stage_argument(p, "pretrain")
+    p.set_defaults(func=pretrain)
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    import torch
+
+    from tulip.report.plots import plot_loss_curves, read_metrics
+    from tulip.tracking.mlflow_runs import StageRun, stage_run
+    from tulip.train.config import TrainConfig
+    from tulip.train.loop import run_training
+
+    if args.threads:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, args.threads // local_processes))
+    cfg = TrainConfig.from_dict(args.config_json)
+    out_dir = Path(args.out_dir)
+    primary = int(os.environ.get("RANK", "0")) == 0
+    if not primary:
+        run_training(cfg, args.manifest, out_dir, args.weights, code_version=args.code_version)
+        return
+    with stage_run(args.stage_name, tags={"world_size": os.environ.get("WORLD_SIZE", "1")}) as run:
+        run.log_params(cfg.to_dict())
+        tracker: StageRun = run
+        result = run_training(cfg, args.manifest, out_dir, args.weights, callbacks=[tracker.log_metrics],
+                              code_version=args.code_version)
+        plot = plot_loss_curves(read_metrics(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+        run.log_metrics({"final_loss": result.final_loss, "train_seconds": result.seconds,
+                         "samples_seen": result.samples_seen}, step=result.steps)
+        for path in (args.weights, out_dir / "metrics.jsonl", out_dir / "summary.json", plot):
+            run.log_artifact(path)

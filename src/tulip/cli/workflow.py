@@ -1,0 +1,82 @@
+"""Support for the Snakemake workflow: job environment, config params and code versions.
+
+The workflow's ``rules/common.smk`` imports this module; the library never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tulip.tracking.mlflow_runs import EXPERIMENT_ENV, PARENT_ENV, end_run, git_commit, start_parent_run
+
+
+def canonical_json(value) -> str:
+    """Sorted-key JSON, so reordering YAML keys does not look like a change."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def code_version(src_dir: str | Path, entries: Iterable[str]) -> str:
+    """SHA-256 (16 hex digits) over the contents of the listed files and folders under ``src_dir``."""
+    src_dir = Path(src_dir)
+    digest = hashlib.sha256()
+    for entry in entries:
+        root = src_dir / entry
+        if not root.exists():
+            raise FileNotFoundError(f"stage code entry {entry!r} not found under {src_dir}")
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for file in files:
+            if file.suffix == ".pyc" or "__pycache__" in file.parts:
+                continue
+            digest.update(str(file.relative_to(src_dir)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def export_job_environment(src_dir: str | Path, tracking_uri: str, experiment: str) -> None:
+    """Set the variables every job inherits: this checkout's ``src`` on PYTHONPATH and the MLflow target.
+
+    Jobs run ``python -m tulip`` from the checkout in a virtual environment or a conda environment
+    alike, so the code that runs is the code the workflow hashes.
+    """
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(src_dir) not in entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src_dir), *entries])
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ[EXPERIMENT_ENV] = experiment
+
+
+def default_tracking_uri(results_dir: str | Path = "results") -> str:
+    return "sqlite:///" + str((Path(results_dir) / "mlflow" / "mlflow.db").resolve())
+
+
+def start_workflow_run(tracking_uri: str, experiment: str, config: dict, repo_dir: str | Path, local_store: bool) -> str:
+    """Open the workflow-level MLflow run and export its id for the stage jobs."""
+    import snakemake
+
+    Path("results/mlflow").mkdir(parents=True, exist_ok=True)
+    tags = {
+        "git_commit": git_commit(repo_dir) or "unknown",
+        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16],
+        "snakemake.version": snakemake.__version__,
+        "slurm.job_id": os.environ.get("SLURM_JOB_ID", ""),
+    }
+    run_id = start_parent_run(
+        tracking_uri,
+        experiment,
+        run_name="workflow",
+        tags=tags,
+        artifact_root="results/mlflow/artifacts" if local_store else None,
+    )
+    os.environ[PARENT_ENV] = run_id
+    return run_id
+
+
+def finish_workflow_run(tracking_uri: str, status: str) -> None:
+    """Close the workflow-level run; one that never received a stage run is deleted."""
+    run_id = os.environ.get(PARENT_ENV)
+    if run_id:
+        end_run(tracking_uri, run_id, status=status, delete_if_empty=True)

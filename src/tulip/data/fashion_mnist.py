@@ -1,0 +1,122 @@
+"""Fashion-MNIST as image-caption pairs: the embedded real dataset that needs no network.
+
+The IDX files come from Debian's ``dataset-fashion-mnist`` package (70,000 28x28 grayscale images,
+10 classes, MIT licence). Training images become PNG files plus a pairs table whose captions fill
+varied templates with class synonyms; the official test split becomes a class-folder evaluation set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tulip.data.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
+_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def class_info() -> list[dict]:
+    """Return the ten classes in label order, each with a ``name`` and caption ``synonyms``."""
+    text = (resources.files("tulip.data") / "templates" / "fashion_mnist_classes.json").read_text()
+    return json.loads(text)["classes"]
+
+
+def caption_templates() -> list[str]:
+    text = (resources.files("tulip.data") / "templates" / "caption_templates.txt").read_text()
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a gzipped IDX file (images [N, 28, 28] uint8 or labels [N] uint8)."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic number {magic:#x})")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (images [N, 28, 28] uint8, labels [N] uint8) for ``split`` in {"train", "test"}."""
+    root = Path(root)
+    image_file, label_file = _FILES[split]
+    missing = [name for name in (image_file, label_file) if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST file(s) {missing} not found under {root}; install them with "
+            "'apt-get install dataset-fashion-mnist' or set data.fashion_mnist.root to their folder"
+        )
+    images, labels = read_idx(root / image_file), read_idx(root / label_file)
+    if len(images) != len(labels):
+        raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels in split {split!r}")
+    return images, labels
+
+
+def make_caption(label: int, rng: random.Random, classes: list[dict], templates: list[str]) -> str:
+    return rng.choice(templates).format(rng.choice(classes[label]["synonyms"]))
+
+
+def export_pairs(root: Path, out_dir: Path, num_samples: int, seed: int) -> Path:
+    """Write ``num_samples`` training images as PNG plus ``pairs.tsv`` (url, caption, label); return the table path.
+
+    Samples are a seeded random subset of the official training split, so a run is reproducible.
+    """
+    images, labels = load_split(root, "train")
+    if not 0 < num_samples <= len(images):
+        raise ValueError(f"num_samples must be in [1, {len(images)}], got {num_samples}")
+    rng = random.Random(seed)
+    indices = sorted(rng.sample(range(len(images)), num_samples))
+    classes, templates = class_info(), caption_templates()
+    image_dir = Path(out_dir) / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows = ["url\tcaption\tlabel"]
+    for index in indices:
+        path = image_dir / f"train_{index:05d}.png"
+        Image.fromarray(images[index], mode="L").save(path)
+        caption = make_caption(int(labels[index]), rng, classes, templates)
+        rows.append(f"{path.resolve()}\t{caption}\t{int(labels[index])}")
+    table = Path(out_dir) / "pairs.tsv"
+    atomic_write_text(table, "\n".join(rows) + "\n")
+    logger.info("wrote %d Fashion-MNIST training pairs to %s", num_samples, table)
+    return table
+
+
+def export_eval_folders(root: Path, out_dir: Path, train_per_class: int, seed: int) -> Path:
+    """Write the official test split and a labelled training pool as ``<split>/<label>/<index>.png`` class folders.
+
+    The training pool (``train_per_class`` images per class) is what few-shot probes fit on; the test
+    split is never used for pretraining. ``classnames.txt`` lists the class names in label order.
+    """
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        images, labels = load_split(root, split)
+        if split == "train":
+            keep = np.concatenate(
+                [rng.permutation(np.flatnonzero(labels == c))[:train_per_class] for c in range(10)]
+            )
+        else:
+            keep = np.arange(len(images))
+        for index in sorted(keep.tolist()):
+            folder = out_dir / split / f"{int(labels[index]):02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[index], mode="L").save(folder / f"{index:05d}.png")
+    names = [c["name"] for c in class_info()]
+    atomic_write_text(out_dir / "classnames.txt", "\n".join(names) + "\n")
+    return out_dir

@@ -1,0 +1,100 @@
+"""Everything that touches torch.distributed: process-group setup, rank queries and collectives.
+
+Other modules call these helpers instead of ``torch.distributed`` so that each of them runs
+unchanged in a single process, where the collectives reduce to identities.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
+    """Initialise the default process group from torchrun's environment, or return a single-process info.
+
+    The backend defaults to NCCL when CUDA is available and gloo otherwise.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        logger.info("joined process group: rank %d of %d, backend %s", rank, world_size, backend)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` [n, ...] from every rank into [world * n, ...]; gradients flow back to each rank."""
+    if not is_initialized() or get_world_size() == 1:
+        return tensor
+    return torch.cat(dist_nn.all_gather(tensor), dim=0)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Return the mean of ``tensor`` over ranks (no gradient)."""
+    if not is_initialized() or get_world_size() == 1:
+        return tensor
+    tensor = tensor.detach().clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor / get_world_size()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Send a picklable object from ``src`` to every rank and return it."""
+    if not is_initialized() or get_world_size() == 1:
+        return obj
+    payload = [obj]
+    dist.broadcast_object_list(payload, src=src)
+    return payload[0]
+
+
+def cleanup() -> None:
+    if is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,197 @@
+"""GeCo text views: a paraphrase (positive) and a minimal hard negative per caption, from a causal LM.
+
+Generation is field by field. The chat prompt is followed by "Positive:" and the model writes one
+line, then "Negative:" is appended and it writes a second line. Any transformers causal LM with a
+chat template works, from a tiny random model to Llama-3.1-8B-Instruct. Each sample draws its tokens
+from its own generator, seeded by (global seed, key, attempt), so the result does not depend on the
+batch it was generated in.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import unicodedata
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tulip.geco.prompts import NEGATIVE_PREFIX, POSITIVE_PREFIX, PROMPT_VERSION, build_messages
+from tulip.geco.seeding import sample_generator, sample_seed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TextGenerationSettings:
+    max_new_tokens: int = 48
+    temperature: float = 0.7  # 0 means greedy decoding
+    top_p: float = 0.9
+    max_attempts: int = 3  # generations tried per caption before it is dropped
+    batch_size: int = 16
+    seed: int = 0
+
+    def cache_fields(self) -> dict:
+        """Settings that change the generated text (batch size does not)."""
+        fields = asdict(self)
+        fields.pop("batch_size")
+        return fields
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def _comparable(text: str) -> str:
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def _printable(text: str) -> bool:
+    """False for control characters and U+FFFD, the mark of a token cut inside a UTF-8 sequence."""
+    return all(ch != "\ufffd" and unicodedata.category(ch) != "Cc" for ch in text)
+
+
+def parse_line(continuation: str) -> str:
+    """Take the first line of a continuation and strip whitespace and enclosing quotes."""
+    line = continuation.split("\n", 1)[0].strip()
+    return line.strip("\"'` ").strip()
+
+
+def check_views(caption: str, positive: str, negative: str, max_words: int) -> str | None:
+    """Return the rejection reason for a (positive, negative) pair, or None when both are usable."""
+    if not positive:
+        return "empty_positive"
+    if not negative:
+        return "empty_negative"
+    if len(positive.split()) > max_words or len(negative.split()) > max_words:
+        return "too_long"
+    if not (_printable(positive) and _printable(negative)):
+        return "invalid_characters"
+    if _comparable(positive) == _comparable(caption):
+        return "positive_same_as_caption"
+    if _comparable(negative) == _comparable(positive):
+        return "negative_same_as_positive"
+    if _comparable(negative) == _comparable(caption):
+        return "negative_same_as_caption"
+    return None
+
+
+class ParaphraseGenerator:
+    """Wraps a causal LM and its tokenizer; :meth:`generate` returns views and rejection counts."""
+
+    def __init__(self, model_name_or_path: str, settings: TextGenerationSettings, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_id = model_name_or_path
+        self.settings = settings
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"tokenizer of {model_name_or_path!r} has no chat template; use an instruction-tuned model")
+        # Half precision is slow or unsupported on CPU, so float32 there and bfloat16 on CUDA.
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=dtype).to(self.device).eval()
+        vocab = self.tokenizer.get_vocab().values()
+        newline_ids = [i for i in vocab if "\n" in self.tokenizer.decode([i])]
+        eos = self.tokenizer.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self.stop_ids = torch.tensor(sorted(set(newline_ids) | {i for i in eos_ids if i is not None}))
+
+    def _prompt(self, caption: str, prefill: str) -> str:
+        text = self.tokenizer.apply_chat_template(build_messages(caption), tokenize=False, add_generation_prompt=True)
+        return text + prefill
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> int:
+        """Sample one token id from logits [V] with temperature and nucleus (top-p) filtering."""
+        s = self.settings
+        if s.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits.float() / s.temperature, dim=-1)
+        if s.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < s.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+    @torch.no_grad()
+    def continue_prompts(self, prompts: list[str], seeds: list[int]) -> list[str]:
+        """Sample one line per prompt; row i draws from a generator seeded with ``seeds[i]``."""
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        input_ids = enc["input_ids"].to(self.device)
+        attention = enc["attention_mask"].to(self.device)
+        generators = [sample_generator(seed) for seed in seeds]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        batch = len(prompts)
+        generated: list[list[int]] = [[] for _ in range(batch)]
+        done = [False] * batch
+        next_position = positions[:, -1:] + 1
+        for _ in range(self.settings.max_new_tokens):
+            logits = out.logits[:, -1, :]  # [B, V]
+            tokens = []
+            for row in range(batch):
+                token = self.tokenizer.pad_token_id if done[row] else self._pick(logits[row], generators[row])
+                if not done[row]:
+                    if token in self.stop_ids:
+                        done[row] = True
+                    else:
+                        generated[row].append(token)
+                tokens.append(token)
+            if all(done):
+                break
+            step_ids = torch.tensor(tokens, device=self.device)[:, None]
+            attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=next_position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            next_position = next_position + 1
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
+
+    def generate(self, items: list[tuple[str, str]]) -> tuple[dict[str, dict], Counter]:
+        """Generate views for (key, caption) items.
+
+        Returns ``({key: {"positive", "negative", "attempt"}}, rejection counts)``; a caption whose
+        every attempt is rejected is absent from the result and counted under ``dropped``.
+        """
+        s = self.settings
+        max_words = 3 * max((len(c.split()) for _, c in items), default=10) + 10
+        views: dict[str, dict] = {}
+        rejections: Counter = Counter()
+        pending = list(items)
+        for attempt in range(s.max_attempts):
+            still_pending = []
+            for start in range(0, len(pending), s.batch_size):
+                chunk = pending[start : start + s.batch_size]
+                positives = self.continue_prompts(
+                    [self._prompt(c, POSITIVE_PREFIX) for _, c in chunk],
+                    [sample_seed(s.seed, k, attempt, "positive") for k, _ in chunk],
+                )
+                positives = [parse_line(p) for p in positives]
+                negatives = self.continue_prompts(
+                    [self._prompt(c, f"{POSITIVE_PREFIX} {p}\n{NEGATIVE_PREFIX}") for (_, c), p in zip(chunk, positives)],
+                    [sample_seed(s.seed, k, attempt, "negative") for k, _ in chunk],
+                )
+                for (key, caption), positive, negative in zip(chunk, positives, map(parse_line, negatives)):
+                    reason = check_views(caption, positive, negative, max_words)
+                    if reason:
+                        rejections[reason] += 1
+                        still_pending.append((key, caption))
+                    else:
+                        views[key] = {"positive": positive, "negative": negative, "attempt": attempt}
+            pending = still_pending
+            if not pending:
+                break
+        if pending:
+            rejections["dropped"] += len(pending)
+        logger.info(
+            "text views: %d of %d captions kept, rejections %s (model %s, prompt %s)",
+            len(views), len(items), dict(rejections), self.model_id, PROMPT_VERSION,
+        )
+        return views, rejections

@@ -1,0 +1,282 @@
+"""Pretraining loop: one process per device, started by torchrun (or directly for one process).
+
+Each step embeds the batch, forms the named loss terms, combines them with the configured weights
+in ``tulip.losses.objective`` and takes one AdamW step. Rank 0 writes ``metrics.jsonl`` and
+forwards every logged record to the callbacks (the command-line layer attaches MLflow there).
+Checkpoints are resumed only when their training-config hash matches the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from tulip import distributed
+from tulip.data.io import atomic_write_json, stable_hash
+from tulip.data.loader import LoaderOptions, build_train_loader
+from tulip.data.shards import read_manifest, shard_paths
+from tulip.data.stats import SkipCounter
+from tulip.losses import ImageTextLoss, weighted_total
+from tulip.models import create_model, get_tokenizer
+from tulip.models.transforms import image_transform
+from tulip.train import checkpoint as ckpt
+from tulip.train.config import TrainConfig
+from tulip.train.schedule import learning_rate
+
+logger = logging.getLogger(__name__)
+
+MetricsCallback = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    samples_seen: int
+    seconds: float
+    resumed_from: int | None
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings of positions, and the logit scale and bias."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or "positional_embedding" in name or "pos_embed" in name or name.startswith("logit_"):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(device: torch.device, precision: str):
+    # bf16 matmuls are hundreds of times slower than fp32 on CPUs without AVX512-BF16 or AMX,
+    # so autocast is applied on CUDA only and CPU runs stay in fp32.
+    enabled = precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class Trainer:
+    """Owns the model, optimizer, loader and step counter of one training process."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        manifest_path: str | Path,
+        out_dir: str | Path,
+        callbacks: list[MetricsCallback] | None = None,
+        code_version: str = "",
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.callbacks = callbacks or []
+        # A checkpoint is resumed only by the run that wrote it: same config, same shards, same code.
+        manifest_text = Path(manifest_path).read_text(encoding="utf-8")
+        self.config_hash = stable_hash({"train": cfg.to_dict(), "manifest": manifest_text, "code": code_version})
+        self.history: list[dict] = []
+        self.info = distributed.init_distributed()
+        if cfg.batch_size % self.info.world_size:
+            raise ValueError(
+                f"train.batch_size {cfg.batch_size} is not divisible by the {self.info.world_size} training processes"
+            )
+        self.local_batch = cfg.batch_size // self.info.world_size
+        torch.manual_seed(cfg.seed + self.info.rank)
+
+        self.model = create_model(cfg.model, pretrained=cfg.init_from, device=self.info.device)
+        self.model.set_grad_checkpointing(cfg.grad_checkpointing)
+        self.module = self.model
+        if self.info.world_size > 1:
+            device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.losses = {"image_text": ImageTextLoss()}
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+        )
+        self.step = 0
+        self.samples_seen = 0
+        self.resumed_from = self._maybe_resume()
+
+        manifest = read_manifest(manifest_path)
+        self.skips = SkipCounter("train-loader")
+        workers = max(cfg.workers, 1)
+        batches = max(manifest["num_samples"] // cfg.batch_size, 1)
+        self.batches_per_epoch = math.ceil(batches / workers) * workers
+        self.loader = build_train_loader(
+            shard_paths(manifest_path),
+            image_transform(self.module.cfg, train=True, crop_scale=cfg.crop_scale),
+            get_tokenizer(self.module.cfg),
+            LoaderOptions(
+                batch_size=self.local_batch,
+                num_workers=cfg.workers,
+                shuffle_buffer=cfg.shuffle_buffer,
+                seed=cfg.seed,
+                use_views=cfg.use_views,
+            ),
+            batches_per_epoch=self.batches_per_epoch,
+            skips=self.skips,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _maybe_resume(self) -> int | None:
+        path = None
+        if self.info.is_primary:
+            latest = ckpt.latest_checkpoint(self.ckpt_dir)
+            if latest is not None:
+                state = ckpt.load_checkpoint(latest)
+                if state.get("config_hash") == self.config_hash:
+                    path = str(latest)
+                else:
+                    logger.warning(
+                        "not resuming from %s: it was written with a different config, shard set or code version",
+                        latest,
+                    )
+        path = distributed.broadcast_object(path)
+        if path is None:
+            return None
+        state = ckpt.load_checkpoint(path)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.samples_seen = state["samples_seen"]
+        self.history = list(state.get("metrics_history", []))
+        if state.get("rng_rank") == self.info.rank:
+            ckpt.set_rng_state(state["rng"])
+        logger.info("resumed from %s at step %d", path, self.step)
+        return self.step
+
+    def save_checkpoint(self) -> None:
+        if self.info.is_primary:
+            state = {
+                "model": self.module.state_dict(),
+                "model_config": self.module.cfg.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "config_hash": self.config_hash,
+                "train_config": self.cfg.to_dict(),
+                "rng": ckpt.rng_state(),
+                "rng_rank": self.info.rank,
+                "metrics_history": self.history,
+            }
+            ckpt.atomic_torch_save(state, self.ckpt_dir / ckpt.checkpoint_name(self.step))
+            ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg, device = self.cfg, self.info.device
+        lr = learning_rate(self.step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = batch["image"].to(device, non_blocking=True)  # [b, C, H, W]
+        texts = batch["text"].to(device, non_blocking=True)  # [b, L]
+        with _autocast(device, cfg.precision):
+            out = self.model(images, texts)
+            terms = self.losses["image_text"](
+                out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"]
+            )
+            loss = weighted_total(terms, cfg.loss_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        self.optimizer.step()
+        self.step += 1
+        self.samples_seen += cfg.batch_size
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm, "lr": torch.tensor(lr)}
+
+    # ------------------------------------------------------------------ loop
+    def _log(self, values: dict[str, torch.Tensor], seconds: float, steps_timed: int) -> dict[str, float]:
+        record = {k: float(distributed.all_reduce_mean(v.float())) for k, v in values.items()}
+        record["logit_scale"] = float(self.module.logit_scale.detach().exp())
+        record["logit_bias"] = float(self.module.logit_bias.detach())
+        record["samples_per_s"] = steps_timed * self.cfg.batch_size / max(seconds, 1e-9)
+        record["samples_per_s_per_device"] = record["samples_per_s"] / self.info.world_size
+        record["samples_seen"] = float(self.samples_seen)
+        record["skipped_samples"] = float(self.skips.total)
+        self.history.append({"step": self.step, **record})
+        if self.info.is_primary:
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(self.history[-1]) + "\n")
+            for callback in self.callbacks:
+                callback(record, self.step)
+        return record
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.info.is_primary:
+            # Rewrite the curve up to the resumed step, so it matches an uninterrupted run's.
+            lines = "".join(json.dumps(record) + "\n" for record in self.history)
+            (self.out_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
+        start = time.monotonic()
+        window_start, window_steps = time.monotonic(), 0
+        last_record: dict[str, float] = {}
+        self.module.train()
+        while self.step < cfg.steps:
+            for batch in self.loader:
+                values = self.train_step(batch)
+                window_steps += 1
+                if not math.isfinite(float(values["loss"])):
+                    raise FloatingPointError(f"loss is {float(values['loss'])} at step {self.step}; stopping")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    last_record = self._log(values, time.monotonic() - window_start, window_steps)
+                    logger.info(
+                        "step %d/%d loss %.4f lr %.2e %.1f samples/s",
+                        self.step, cfg.steps, last_record["loss"], last_record["lr"], last_record["samples_per_s"],
+                    )
+                    window_start, window_steps = time.monotonic(), 0
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+                if self.step >= cfg.steps:
+                    break
+        self.save_checkpoint()
+        result = TrainResult(
+            steps=self.step,
+            final_loss=last_record.get("loss", float("nan")),
+            samples_seen=self.samples_seen,
+            seconds=time.monotonic() - start,
+            resumed_from=self.resumed_from,
+        )
+        return result
+
+    def export_weights(self, path: str | Path) -> None:
+        """Write the final model weights with their model config (what evaluation loads)."""
+        if self.info.is_primary:
+            state = {"model": self.module.state_dict(), "model_config": self.module.cfg.to_dict(), "step": self.step}
+            ckpt.atomic_torch_save(state, path)
+        distributed.barrier()
+
+
+def run_training(
+    cfg: TrainConfig,
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    weights_path: str | Path,
+    callbacks: list[MetricsCallback] | None = None,
+    code_version: str = "",
+) -> TrainResult:
+    """Train, write the final weights to ``weights_path`` and a ``summary.json`` beside the metrics."""
+    trainer = Trainer(cfg, manifest_path, out_dir, callbacks, code_version)
+    try:
+        result = trainer.fit()
+        trainer.export_weights(weights_path)
+        if trainer.info.is_primary:
+            atomic_write_json(
+                Path(out_dir) / "summary.json",
+                {**result.__dict__, "config_hash": trainer.config_hash, "world_size": trainer.info.world_size,
+                 "skipped_samples": dict(trainer.skips.counts)},
+            )
+        return result
+    finally:
+        distributed.cleanup()

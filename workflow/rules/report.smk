@@ -1,0 +1,26 @@
+# Stage 6: the run report (loss curve, evaluation table, stage statistics).
+
+
+rule report:
+    input:
+        metrics=rules.pretrain.output.metrics,
+        evaluation=rules.evaluate.output,
+        download=rules.download.output.stats,
+        text_views=rules.augment_text.output.stats,
+        image_views=rules.augment_images.output.stats,
+        shards=rules.shard.output.manifest,
+        train=rules.pretrain.output.summary,
+    output:
+        markdown=report("results/report/report.md", category="Report"),
+        html="results/report/report.html",
+        loss_curve=report("results/report/loss_curve.png", category="Pretraining"),
+    params:
+        code=code_version("report"),
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m tulip report --metrics {input.metrics} --eval {input.evaluation} "
+        "--stats download={input.download} text_views={input.text_views} image_views={input.image_views} "
+        "shards={input.shards} pretrain={input.train} --out-dir $(dirname {output.markdown}) > {log} 2>&1"
