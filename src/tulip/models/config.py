@@ -66,6 +66,7 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     resize_mode: str = "squash"  # "squash" (resize to a square, SigLIP) or "shortest" (resize, then centre crop)
+    description: str = ""  # what the preset is for and why its settings were chosen
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

@@ -1,0 +1,64 @@
+"""Shared fixtures: a copy of the repository to run the workflow in, and helpers to call Snakemake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+
+requires_fashion_mnist = pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian package dataset-fashion-mnist is not installed",
+)
+
+
+def copy_repository(dest: Path) -> Path:
+    """Copy the workflow, library, configs, envs and profiles so a test may edit code and config without touching the checkout."""
+    for name in ("workflow", "src", "config", "envs", "profiles", ".test"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """Run the Snakemake command line in ``workdir`` with the workflow copy found there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TULIP_MLFLOW_"))}
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(workdir / "workflow" / "Snakefile"), *args]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Rules a dry run (``-n --quiet rules``... output) plans to run, read from its job-stats table."""
+    rules, in_table = set(), False
+    for line in result.stdout.splitlines() + result.stderr.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if not parts or parts[0] == "total":
+                in_table = False
+                continue
+            if len(parts) == 2 and parts[1].isdigit():
+                rules.add(parts[0])
+    return rules
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory):
+    """Run `all` once at test scale in a copy of the repository; tests read its outputs."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    workdir = copy_repository(tmp_path_factory.mktemp("workflow"))
+    result = snakemake(workdir, "all", "--cores", "2", "--configfile", ".test/config/config.yaml")
+    if result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").glob("*.log")))
+        pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
+    return workdir
