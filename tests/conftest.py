@@ -24,6 +24,12 @@ def copy_repository(dest: Path) -> Path:
     """Copy the workflow, library, configs, envs and profiles so a test may edit code and config without touching the checkout."""
     for name in ("workflow", "src", "config", "envs", "profiles", ".test"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # A repository of its own, so runs are tagged with a real commit as in a checkout.
+    git = ["git", "-c", "user.name=tulip tests", "-c", "user.email=tests@localhost"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    (dest / ".gitignore").write_text("results/\nresources/\nlogs/\n.snakemake/\n*.pyc\n")
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "copy of the checkout under test"], cwd=dest, check=True)
     return dest
 
 

@@ -51,7 +51,13 @@ def _stage(all_runs, stage):
     return next(r for r in all_runs if r.data.tags.get("tulip.stage") == stage)
 
 
-def test_pretrain_run_logs_params_metrics_and_checkpoint(runs):
+def _head(repo):
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_pretrain_run_logs_params_metrics_and_checkpoint(runs, workflow_run):
     client, all_runs = runs
     run = _stage(all_runs, "pretrain")
     assert run.data.params["steps"] == "80"
@@ -64,7 +70,7 @@ def test_pretrain_run_logs_params_metrics_and_checkpoint(runs):
         assert name in run.data.metrics
     artifacts = _artifact_paths(client, run.info.run_id)
     assert {"model.pt", "metrics.jsonl", "loss_curve.png", "summary.json"} <= set(artifacts)
-    assert "git_commit" in run.data.tags
+    assert run.data.tags["git_commit"] == _head(workflow_run)
 
 
 def test_evaluate_run_logs_metrics_and_json(runs):
