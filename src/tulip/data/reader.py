@@ -1,0 +1,159 @@
+"""Read samples back from tar shards, surviving truncated shards and malformed samples.
+
+A reader of shards from elsewhere meets tars cut short by a failed copy, keys with dots, repeated
+keys and samples that lack a member. :func:`iter_shard` yields only complete, well-formed samples,
+reports every dropped one with its reason, and raises :class:`ShardReadError` for a shard that
+cannot be read to its end, after yielding the samples before the damage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tulip.data.shards import MEMBERS, REQUIRED_MEMBERS, read_manifest
+
+logger = logging.getLogger(__name__)
+
+SkipReport = Callable[[str, str], None]  # (reason, detail)
+_TAR_BLOCK = 512
+_END_MARKER_BYTES = 2 * _TAR_BLOCK  # a tar ends with two zero blocks
+
+
+class ShardReadError(Exception):
+    """A shard that could not be opened or read to its end."""
+
+    def __init__(self, path: str | Path, samples_read: int, detail: str, reason: str = "shard_read_error"):
+        super().__init__(f"{path}: {detail} (after {samples_read} complete samples)")
+        self.path = str(path)
+        self.samples_read = samples_read
+        self.detail = detail
+        self.reason = reason
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    """Split a member name into (key, extension) at the first dot after the last slash, as webdataset does."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, extension = base.partition(".")
+    if not dot or not stem:
+        return None, ""
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def _dotted_member(extension: str) -> str | None:
+    """Return the known member a dotted key's name ends with ("v2.jpg" ends with "jpg"), or None."""
+    if extension in MEMBERS:
+        return None
+    return next((m for m in MEMBERS if extension.endswith("." + m)), None)
+
+
+def has_end_marker(path: str | Path) -> bool:
+    """Whether the file ends like a complete tar: a whole number of blocks, the last two of them zero."""
+    size = os.path.getsize(path)
+    if size < _END_MARKER_BYTES or size % _TAR_BLOCK:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(size - _END_MARKER_BYTES)
+        return not any(handle.read(_END_MARKER_BYTES))
+
+
+def _ignore(reason: str, detail: str) -> None:
+    pass
+
+
+def iter_shard(path: str | Path, on_skip: SkipReport | None = None) -> Iterator[dict]:
+    """Yield the complete samples of one shard in file order.
+
+    A sample is a dict of member extension to bytes, plus ``__key__`` and ``__shard__`` (the
+    path). Samples dropped on the way are passed to ``on_skip(reason, detail)`` with reason
+    ``missing_image``, ``missing_caption``, ``duplicate_key`` (a key met before in this shard, or a
+    member repeated within one sample; every copy is dropped after the first) or ``dotted_key``.
+
+    Raises:
+        ShardReadError: the shard is missing (reason ``missing_shard``), unreadable, or ends early.
+            A truncated tar can end silently at a cut header, so the end-of-archive marker is
+            checked before reading; the last sample before a cut is dropped, as it may be partial.
+    """
+    path = Path(path)
+    on_skip = on_skip or _ignore
+    try:
+        truncated = not has_end_marker(path)
+    except FileNotFoundError:
+        raise ShardReadError(path, 0, "file not found", reason="missing_shard") from None
+    except OSError as error:
+        raise ShardReadError(path, 0, f"cannot open: {error}") from error
+
+    def finished(sample: dict | None) -> dict | None:
+        """Return the sample if it is complete and well formed; report it otherwise."""
+        if sample is None:
+            return None
+        key = sample["__key__"]
+        if sample.pop("__duplicate__", False):
+            on_skip("duplicate_key", f"{key} in {path.name}")
+            return None
+        for member, reason in (("jpg", "missing_image"), ("txt", "missing_caption")):
+            if member not in sample:
+                on_skip(reason, f"{key} in {path.name} has members {sorted(k for k in sample if not k.startswith('__'))}")
+                return None
+        return sample
+
+    seen: set[str] = set()
+    dotted: str | None = None
+    current: dict | None = None
+    count = 0
+    try:
+        with open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for info in tar:
+                if not info.isreg():
+                    continue
+                key, extension = _split_name(info.name)
+                if key is None:
+                    continue
+                known = _dotted_member(extension)
+                if known is not None:
+                    intended = f"{key}.{extension[: -len(known) - 1]}"
+                    if intended != dotted:
+                        on_skip("dotted_key", f"{intended!r} in {path.name}")
+                        dotted = intended
+                    continue
+                if current is None or key != current["__key__"]:
+                    # The previous sample is complete once another key starts, before this member's
+                    # data is read (and may turn out to be cut).
+                    sample = finished(current)
+                    if sample is not None:
+                        count += 1
+                        yield sample
+                    current = {"__key__": key, "__shard__": str(path)}
+                    if key in seen:
+                        current["__duplicate__"] = True
+                    seen.add(key)
+                if extension in current:
+                    current["__duplicate__"] = True
+                current[extension] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise ShardReadError(path, count, f"{type(error).__name__}: {error}") from error
+    if truncated:
+        raise ShardReadError(path, count, "no end-of-archive marker: the file was cut short")
+    sample = finished(current)
+    if sample is not None:
+        yield sample
+
+
+def iter_samples(manifest_path: str | Path, on_skip: SkipReport | None = None) -> Iterator[dict]:
+    """Yield every sample of the manifest's shards, shard by shard, in file order.
+
+    Raises:
+        ShardReadError: for the first shard that cannot be read to its end.
+    """
+    manifest_path = Path(manifest_path)
+    for shard in read_manifest(manifest_path)["shards"]:
+        yield from iter_shard(manifest_path.parent / shard["name"], on_skip)
+
+
+def caption_of(sample: dict, member: str = "txt") -> str | None:
+    """Return a text member of a raw sample as a string, or None when the sample has none."""
+    data = sample.get(member)
+    return None if data is None else data.decode("utf-8", errors="replace")
