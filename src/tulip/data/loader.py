@@ -77,7 +77,12 @@ def _decode_image(data: bytes) -> Image.Image:
 
 
 class SampleDecoder:
-    """Turn a raw webdataset sample into tensors; raises on a sample without an image or caption."""
+    """Turn a raw webdataset sample into tensors; raises on a sample without an image or caption.
+
+    An image transform with ``accepts_bytes`` set (``tulip.models.transforms.TrainTransform``) gets
+    the encoded bytes and decodes them itself, at reduced scale where its crop allows; any other
+    transform gets a PIL RGB image.
+    """
 
     def __init__(self, image_transform: Callable, tokenizer: Callable, use_views: bool,
                  captions: RecaptionMixer | None = None):
@@ -93,10 +98,13 @@ class SampleDecoder:
         caption = raw["txt"].decode("utf-8", errors="replace")
         recaption = raw["recap.txt"].decode("utf-8", errors="replace") if "recap.txt" in raw else None
         text, recon_text = self.captions(key, caption, recaption)
-        tokens = self.tokenizer([text, recon_text])  # [2, L]: contrastive caption, reconstruction caption
+        if recon_text == text:
+            tokens = self.tokenizer([text]).expand(2, -1)  # [2, L], tokenised once
+        else:
+            tokens = self.tokenizer([text, recon_text])  # [2, L]: contrastive caption, reconstruction caption
         sample = {
             "key": key,
-            "image": self.image_transform(_decode_image(raw["jpg"])),
+            "image": self._image(raw["jpg"]),
             "text": tokens[0],
             "recon_text": tokens[1],
             "meta": json.loads(raw["json"]) if "json" in raw else {},
@@ -105,10 +113,13 @@ class SampleDecoder:
             texts = [raw["pos.txt"].decode("utf-8"), raw["neg.txt"].decode("utf-8")]
             sample["text_views"] = self.tokenizer(texts)  # [2, L]: positive, negative
         if self.use_views and "pos.jpg" in raw and "neg.jpg" in raw:
-            sample["image_views"] = torch.stack(
-                [self.image_transform(_decode_image(raw["pos.jpg"])), self.image_transform(_decode_image(raw["neg.jpg"]))]
-            )  # [2, C, H, W]
+            sample["image_views"] = torch.stack([self._image(raw["pos.jpg"]), self._image(raw["neg.jpg"])])  # [2, C, H, W]
         return sample
+
+    def _image(self, data: bytes) -> torch.Tensor:
+        if getattr(self.image_transform, "accepts_bytes", False):
+            return self.image_transform(data)
+        return self.image_transform(_decode_image(data))
 
 
 def collate(samples: list[dict]) -> dict:
