@@ -2,7 +2,7 @@
 
 The loader's work per sample is reading the tar member, decoding the JPEG, a random resized crop,
 normalising, tokenising two captions and collating. Decoding is the floor of that work, so the
-ratio of the two rates says how much the rest costs. Both are measured in this one run, on JPEGs
+ratio of the two rates shows how much the rest costs. Both are measured in this one run, on JPEGs
 cut from scikit-learn's two sample photographs and stored the way the download stage stores them
 (shorter side 256 by default).
 

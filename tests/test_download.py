@@ -83,7 +83,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(429, "text/plain", b"slow down", {"Retry-After": "1"})
             else:
                 self._send(200, "image/png", PNG)
-        elif path == "/slow":  # answers after the client's timeout
+        elif path == "/slow":  # responds after the client's timeout
             time.sleep(2.0)
             self._send(200, "image/png", PNG)
         elif path == "/trickle":  # a valid header, then a few bytes at a time, far slower than the deadline
@@ -217,7 +217,7 @@ def test_download_follows_redirects(server, tmp_path):
 
 
 def test_download_limits_requests_per_host(server, tmp_path):
-    """With 8 threads and per_host 2, no host sees more than 2 requests at once, and hosts do not wait on each other."""
+    """With 8 threads and per_host 2, no host gets more than 2 requests at once, and hosts do not wait on each other."""
     base, state = server
     port = base.rsplit(":", 1)[1]
     urls = [f"http://127.0.0.1:{port}/hold/{i}" for i in range(8)] + [f"http://localhost:{port}/hold/{i}" for i in range(8)]

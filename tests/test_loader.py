@@ -127,7 +127,7 @@ def test_too_few_samples_for_a_global_batch(shards):
 
 
 def test_recon_text_is_the_recaption_when_chosen(shards):
-    """With every recaption taken for reconstruction only, recon_text holds it and text keeps the caption."""
+    """With every recaption taken for reconstruction only, recon_text contains it and text keeps the caption."""
     cfg = tulip.get_model_config("tulip-tiny")
     tokenizer = tulip.get_tokenizer(cfg)
     loader = _loader(shards, captions=RecaptionMixer(contrastive=0.0, reconstruction=1.0))

@@ -42,7 +42,7 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def _without_app14(jpeg: bytes) -> bytes:
-    """Remove Adobe's APP14 segment (marker FFEE), which says how a CMYK JPEG is stored."""
+    """Remove Adobe's APP14 segment (marker FFEE), which records how a CMYK JPEG is stored."""
     out, i = bytearray(jpeg[:2]), 2
     while i < len(jpeg):
         marker, length = jpeg[i:i + 2], int.from_bytes(jpeg[i + 2:i + 4], "big")
@@ -154,7 +154,7 @@ def test_corpus_each_bad_caption_in_its_bucket(downloaded):
 
 
 def test_corpus_counts_add_up(downloaded):
-    """Every row is either stored or skipped with a reason, and the counts say which."""
+    """Every row is either stored or skipped with a reason, and the counts show which."""
     rows, stats, samples, skipped = downloaded
     assert stats["rows"] == len(rows)
     assert stats["stored"] == len(samples) == len(rows) - len(skipped)
@@ -322,3 +322,17 @@ def test_loader_survives_shards_damaged_after_the_check(damaged_shards):
     assert skipped["shard_read_error"] >= 3  # the two cut tars and the empty file
     assert skipped["missing_shard"] >= 1
     assert skipped["repeated_to_fill"] == 30 - 11  # 11 samples decode: 5 + 4 + 2
+
+
+def test_check_shards_command_reports_and_fails(damaged_shards):
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "tulip", "check-shards", "--manifest", str(damaged_shards)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert "shard-000004.tar: missing" in result.stdout
+    assert "usable samples: 12 of 30 listed" in result.stdout

@@ -1,10 +1,11 @@
 """Download pairs tables straight into webdataset shards, resumably.
 
-The tables are cut into fixed-size row ranges, one shard each. For every range the rows are fetched
-concurrently (a thread pool, at most ``per_host`` requests to one host at a time), normalised to
-RGB JPEG and written in row order to ``shard-NNNNNN.tar`` under a temporary name that is renamed
-when the shard is complete. Next to it, ``shard-NNNNNN.json`` records the shard's counts and every
-skipped row with its reason. ``manifest.json`` and ``stats.json`` are written last.
+The tables are cut into fixed-size row ranges, one shard each. The rows of a range are fetched
+concurrently by a thread pool, with at most ``per_host`` requests to one host at a time. They are
+normalised to RGB JPEG and written in row order to ``shard-NNNNNN.tar`` under a temporary name,
+which is renamed when the shard is complete. Next to it, ``shard-NNNNNN.json`` records the
+shard's counts and every skipped row with its reason. ``manifest.json`` and ``stats.json`` are
+written last.
 
 A shard is complete when its tar and its record both exist and the record's fingerprint (the
 shard's rows, the options that change stored bytes, the key width) matches. A rerun keeps complete
@@ -60,7 +61,7 @@ class DownloadOptions:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def content_fingerprint(self) -> dict:
-        """The options that change the bytes of a stored sample; concurrency and timeouts do not."""
+        """Return the options that change the bytes of a stored sample (concurrency and timeouts do not)."""
         return {"image": dataclasses.asdict(self.image), "max_caption_chars": self.max_caption_chars,
                 "max_bytes": self.fetch.max_bytes}
 
@@ -176,7 +177,7 @@ def _results_in_order(
 ) -> Iterator[tuple[int, RowResult]]:
     """Process ``rows`` on ``pool`` and yield (offset, result) in row order.
 
-    At most ``per_host`` rows of one host are in flight; rows of a busy host wait in a per-host
+    At most ``per_host`` rows of one host are in flight. Rows of a busy host wait in a per-host
     queue while rows of other hosts go ahead. At most ``window`` rows are held between being
     taken from the table and being yielded, which bounds memory.
     """
@@ -234,6 +235,7 @@ def download_shard(
     recaptions = 0
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix=f"fetch-{plan.index}")
+
     try:
         with ShardWriter(out_dir / name) as writer:
             for offset, result in _results_in_order(rows, plan.first_key, options, base_dir, pool):
@@ -249,6 +251,7 @@ def download_shard(
     finally:
         if own_pool:
             pool.shutdown()
+
     record = {
         "format": RECORD_FORMAT,
         "name": name,

@@ -1,8 +1,8 @@
 """Fetch the bytes behind a table's image column: http(s) URLs, ``file://`` URLs or local paths.
 
 HTTP requests have a deadline, a size limit and a redirect limit. Timeouts, connection errors,
-truncated bodies, 429 and 5xx responses are retried with exponential backoff (and ``Retry-After``
-when the server sends one); other client errors are final. Every failure raises
+truncated bodies, 429 and 5xx responses are retried with exponential backoff, waiting at least a
+``Retry-After`` that the server sends. Other client errors are final. Every failure raises
 :class:`~tulip.data.stats.SkipSample` with its bucket. How many requests go to one host at a time
 is decided by the caller (see ``tulip.data.download``), which uses :func:`host_of`.
 """

@@ -62,7 +62,7 @@ class NormalisedImage:
 
 
 def looks_like_markup(data: bytes) -> bool:
-    """Whether ``data`` starts like an HTML, XML or JSON document (an error page served as an image)."""
+    """Return whether ``data`` starts like an HTML, XML or JSON document (an error page served as an image)."""
     head = data[:64].lstrip().lower()
     return head.startswith(_MARKUP_PREFIXES)
 

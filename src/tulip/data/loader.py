@@ -4,8 +4,8 @@ One webdataset ``DataPipeline`` per consumer (a loader worker of one rank). What
 
   1. shard slices: this consumer's share of the epoch (see ``tulip.data.sampling``), split by rank
      and by worker explicitly at sample level, or, when resampling, shards drawn without end;
-  2. raw samples (dicts of tar members sharing a key) read from those slices; a shard that fails
-     mid-read is logged and the stream goes on with the next slice;
+  2. raw samples (dicts of tar members sharing a key) read from those slices. A shard that fails
+     mid-read is logged, and the stream goes on with the next slice;
   3. the same samples through a shuffle buffer seeded from (seed, epoch, rank, worker);
   4. decoded samples: image transformed, captions chosen (see ``RecaptionMixer``) and tokenised,
      views if present; a sample that fails is counted and dropped, and the random augmentations
@@ -50,7 +50,7 @@ from tulip.data.stats import SkipCounter
 logger = logging.getLogger(__name__)
 
 # A stream in which this many samples in a row fail to decode, or this many shards in a row give
-# no sample, is broken as a whole; raising beats waiting forever for a good sample.
+# no sample, is broken as a whole. Raising then beats waiting forever for a good sample.
 MAX_CONSECUTIVE_FAILURES = 1000
 
 
@@ -80,7 +80,7 @@ class SampleDecoder:
     """Turn a raw webdataset sample into tensors; raises on a sample without an image or caption.
 
     An image transform with ``accepts_bytes`` set (``tulip.models.transforms.TrainTransform``) gets
-    the encoded bytes and decodes them itself, at reduced scale where its crop allows; any other
+    the encoded bytes and decodes them itself, at reduced scale where its crop allows. Any other
     transform gets a PIL RGB image.
     """
 

@@ -8,7 +8,8 @@ Two depths:
 - ``full`` also reads every shard with :func:`tulip.data.reader.iter_shard` and counts its usable
   samples: short or unreadable shards, keys without an image or caption, dotted keys, and keys
   repeated within or across shards. Cross-shard duplicates are found with a set of all keys,
-  about 100 bytes of memory per sample; use ``quick`` for shard sets of hundreds of millions.
+  which takes about 100 bytes of memory per sample, so use ``quick`` for shard sets of hundreds
+  of millions of samples.
 
 The result gives the usable sample count of every shard, which the loader plans its epochs with.
 """
@@ -148,7 +149,7 @@ def preflight(manifest_path: str | Path, mode: str = "full", on_error: str = "ra
 
     ``mode`` is "full", "quick" or "off" (no check: the manifest's counts are trusted).
     ``on_error`` is "raise" (stop with the report) or "skip" (log the report and go on with the
-    usable samples; a set without any usable sample always raises).
+    usable samples). A set without any usable sample raises in both cases.
 
     Raises:
         ShardCheckError: the check found problems and ``on_error`` is "raise", or nothing is usable.

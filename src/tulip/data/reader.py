@@ -136,7 +136,7 @@ def _dotted_member(extension: str) -> str | None:
 
 
 def has_end_marker(path: str | Path) -> bool:
-    """Whether the file ends like a complete tar: a whole number of blocks, the last two of them zero."""
+    """Return whether the file ends like a complete tar: a whole number of blocks, the last two of them zero."""
     size = os.path.getsize(path)
     if size < _END_MARKER_BYTES or size % _TAR_BLOCK:
         return False
@@ -153,9 +153,10 @@ def iter_shard(path: str | Path, on_skip: SkipReport | None = None) -> Iterator[
     """Yield the complete samples of one shard in file order.
 
     A sample is a dict of member extension to bytes, plus ``__key__`` and ``__shard__`` (the
-    path). Samples dropped on the way are passed to ``on_skip(reason, detail)`` with reason
-    ``missing_image``, ``missing_caption``, ``duplicate_key`` (a key met before in this shard, or a
-    member repeated within one sample; every copy is dropped after the first) or ``dotted_key``.
+    path). Samples dropped on the way are passed to ``on_skip(reason, detail)`` with the reason
+    ``missing_image``, ``missing_caption``, ``dotted_key`` or ``duplicate_key``. A duplicate key is
+    a key met before in this shard, or a member repeated within one sample, and every copy after
+    the first is dropped.
 
     Raises:
         ShardReadError: the shard is missing (reason ``missing_shard``), unreadable, or ends early.

@@ -62,7 +62,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
 def worker_batches(steps: int, worker: int, num_workers: int) -> int:
     """Return how many of a rank's ``steps`` batches worker ``worker`` builds (the first ones take the remainder).
 
-    A data loader asks its workers for batches in turn, so this matches the order it reads them in.
+    A data loader requests batches from its workers in turn, so this matches the order it reads them in.
     """
     return steps // num_workers + (worker < steps % num_workers)
 

@@ -31,10 +31,10 @@ def _uint8_chw(image) -> torch.Tensor:
 class RandomCropBox:
     """Crop boxes drawn as torchvision's ``RandomResizedCrop`` draws them, from the torch RNG.
 
-    Area uniform in ``scale`` of the image, log aspect ratio uniform in log ``ratio``; the first of
-    ``tries`` boxes that fits wins, else a central crop of the clamped aspect ratio. All random
-    numbers of a call are drawn at once, because separate small tensor calls cost more than a
-    resize of a small image.
+    The area is uniform in ``scale`` of the image and the log aspect ratio uniform in log ``ratio``.
+    The first of ``tries`` boxes that fits wins, else a central crop of the clamped aspect ratio.
+    All random numbers of a call are drawn at once, because separate small tensor calls cost more
+    than a resize of a small image.
     """
 
     def __init__(self, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3), tries: int = 10):
@@ -65,9 +65,9 @@ class TrainTransform:
 
     Takes a PIL image, a uint8 tensor [C, H, W], or encoded image bytes (``accepts_bytes``). Crops
     are resized as uint8 pixels with antialiasing, which matches PIL's filters at a fraction of
-    their cost. Bytes are decoded with the crop box already drawn: when the box is at least twice
-    the output size on both sides, a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT
-    scaling, which skips most of the decoding work and still leaves more pixels than the output has.
+    their cost. Bytes are decoded after the crop box is drawn. When the box is at least twice the
+    output size on both sides, a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT
+    scaling. That skips part of the decoding work and still leaves more pixels than the output has.
     """
 
     accepts_bytes = True

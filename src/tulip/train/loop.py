@@ -242,9 +242,10 @@ class Trainer:
         window_start, window_steps = time.monotonic(), 0
         last_record: dict[str, float] = {}
         self.module.train()
-        # NOTE: a resumed run restarts its current epoch from the first batch, so it sees part of that
-        # epoch twice. Skipping the batches already taken would be exact: the loader's stream depends
-        # only on (seed, epoch, rank, worker).
+
+        # NOTE: a resumed run restarts its current epoch from the first batch, so it trains on part
+        # of that epoch twice. Skipping the batches already taken would be exact, because the
+        # loader's stream depends only on (seed, epoch, rank, worker).
         epoch = self.step // self.batches_per_epoch
         while self.step < cfg.steps:
             self.loader.set_epoch(epoch)
