@@ -266,6 +266,19 @@ def test_download_keys_number_rows_across_tables(tmp_path):
     assert [(s["table"], s["rows"]) for s in manifest["shards"]] == [(0, [0, 2]), (0, [2, 3]), (1, [0, 2])]
 
 
+def test_download_processes_write_the_same_shards(tmp_path):
+    """Shards downloaded by two processes are byte for byte those of one process."""
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    table = _table([str(tmp_path / f"{i}.png") for i in range(6)] + ["ftp://example.invalid/a.png"])
+    download_tables([table], tmp_path / "one", DownloadOptions(rows_per_shard=2, threads=2))
+    download_tables([table], tmp_path / "two", DownloadOptions(rows_per_shard=2, threads=2, processes=2))
+    for name in ("shard-000000.tar", "shard-000001.tar", "shard-000002.tar", "shard-000003.tar"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    record = json.loads((tmp_path / "two" / "shard-000003.json").read_text())
+    assert [row["reason"] for row in record["skipped_rows"]] == ["invalid_url"]
+
+
 def test_download_resolves_relative_paths_from_the_table(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(PNG)

@@ -96,6 +96,9 @@ def fetch(source: str, options: FetchOptions, base_dir: Path | None = None) -> F
     source = source.strip()
     if not source:
         raise SkipSample("missing_url")
+    scheme = urllib.parse.urlsplit(source).scheme
+    if scheme not in ("", "file", "http", "https"):
+        raise SkipSample("invalid_url", f"{source}: only http(s) URLs, file:// URLs and paths can be fetched")
     if not is_remote(source):
         return Fetched(_read_local(local_path(source, base_dir), options), None, 1)
     for attempt in range(1, options.retries + 2):

@@ -5,12 +5,15 @@ stage uses these reasons for table rows, and the loader uses them for samples an
 
 - fetching: ``http_<status>``, ``timeout``, ``network_error``, ``too_many_redirects``,
   ``truncated`` (the body or the image data ended early), ``body_too_large``, ``missing_file``,
-  ``missing_url``;
+  ``read_error``, ``missing_url``, ``invalid_url``;
 - decoding: ``empty_file``, ``not_an_image`` (HTML or text where an image was expected),
   ``decode_error``, ``unsupported_format``, ``too_large`` (more pixels than allowed), ``too_small``;
 - captions: ``missing_caption``, ``empty_caption``;
 - shards: ``missing_image`` and ``missing_caption`` (a key without its ``jpg`` or ``txt`` member),
   ``duplicate_key``, ``dotted_key``, ``shard_read_error``, ``short_shard``, ``missing_shard``.
+
+The loader also counts ``repeated_to_fill``: samples repeated so that an epoch cut short by skips
+still has its full number of batches.
 """
 
 from __future__ import annotations
