@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FASHION_MNIST, requires_fashion_mnist
 from tulip.data.fashion_mnist import class_info, export_eval_folders, export_pairs, load_split, read_idx
-from tulip.data.table import read_pairs_table
+from tulip.data.table import TableColumns, read_pairs_table
 
 
 def test_read_idx_on_handmade_file(tmp_path):
@@ -38,12 +38,14 @@ def test_official_splits_have_published_sizes():
 @requires_fashion_mnist
 def test_export_pairs_captions_name_the_class(tmp_path):
     table = export_pairs(FASHION_MNIST, tmp_path, num_samples=200, seed=3)
-    records = read_pairs_table(table)
+    records = read_pairs_table(table, TableColumns(recaption="recaption")).to_pylist()
     assert len(records) == 200
     classes = class_info()
     for record in records:
         synonyms = classes[int(record["label"])]["synonyms"]
         assert any(s in record["caption"] for s in synonyms), record
+        assert any(s in record["recaption"] for s in synonyms), record
+        assert len(record["recaption"]) > len(record["caption"])
     assert len({r["caption"] for r in records}) > 50  # templates and synonyms vary
 
 

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from conftest import FASHION_MNIST, requires_fashion_mnist
-from tulip.data.download import DownloadOptions, download_table
+from tulip.data.download import DownloadOptions, download_tables
 from tulip.data.fashion_mnist import export_pairs
-from tulip.data.shards import write_shards
-from tulip.data.table import read_pairs_table
+from tulip.data.table import TableColumns, read_pairs_table
 from tulip.train import checkpoint as ckpt
 from tulip.train.config import TrainConfig
 from tulip.train.loop import run_training
@@ -24,12 +23,9 @@ def manifest(tmp_path_factory):
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
     root = tmp_path_factory.mktemp("train-data")
     table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=256, seed=0)
-    download_table(read_pairs_table(table), root / "download", DownloadOptions(threads=2))
-    from tulip.data.download import read_samples
-
-    samples = [{"key": r["key"], "image": r["image"], "caption": r["caption"]} for r in read_samples(root / "download" / "samples.tsv")]
-    write_shards(samples, root / "shards", samples_per_shard=64)
-    return root / "shards" / "manifest.json"
+    tables = [read_pairs_table(table, TableColumns(recaption="recaption"))]
+    download_tables(tables, root / "download", DownloadOptions(rows_per_shard=64, threads=2))
+    return root / "download" / "manifest.json"
 
 
 def _config(**overrides):

@@ -27,7 +27,7 @@ def _edit_test_config(workdir, section, key, value):
 def test_workflow_writes_every_stage_output(workflow_run):
     """Each stage leaves its declared output, and the shards link views to their samples."""
     for path in [
-        "resources/download/samples.tsv",
+        "resources/download/manifest.json",
         "results/augment/text_views.jsonl",
         "results/augment/image_views.jsonl",
         "results/shards/manifest.json",
@@ -40,6 +40,8 @@ def test_workflow_writes_every_stage_output(workflow_run):
         assert (workflow_run / path).is_file(), path
     manifest = json.loads((workflow_run / "results/shards/manifest.json").read_text())
     assert manifest["num_samples"] == 3000
+    assert manifest["num_shards"] == 6
+    assert manifest["num_recaptions"] == 3000
     assert manifest["num_image_views"] > 0
     assert manifest["num_text_views"] > 0
 

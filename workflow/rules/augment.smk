@@ -3,7 +3,7 @@
 
 rule build_tiny_lm:
     input:
-        samples=rules.download.output.samples,
+        manifest=rules.download.output.manifest,
     output:
         directory(TINY_LM),
     params:
@@ -13,7 +13,7 @@ rule build_tiny_lm:
     conda:
         "../../envs/geco.yaml"
     shell:
-        "python -m tulip build-tiny-lm --samples {input.samples} --out {output} > {log} 2>&1"
+        "python -m tulip build-tiny-lm --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
 rule build_tiny_editor:
@@ -31,7 +31,7 @@ rule build_tiny_editor:
 
 rule augment_text:
     input:
-        samples=rules.download.output.samples,
+        manifest=rules.download.output.manifest,
         model=geco_model_input("text"),
     output:
         views="results/augment/text_views.jsonl",
@@ -49,13 +49,13 @@ rule augment_text:
     conda:
         "../../envs/geco.yaml"
     shell:
-        "python -m tulip augment-text --samples {input.samples} --out {output.views} "
+        "python -m tulip augment-text --manifest {input.manifest} --out {output.views} "
         "--config-json {params.config:q} > {log} 2>&1"
 
 
 rule augment_images:
     input:
-        samples=rules.download.output.samples,
+        manifest=rules.download.output.manifest,
         model=geco_model_input("image"),
     output:
         views="results/augment/image_views.jsonl",
@@ -73,5 +73,5 @@ rule augment_images:
     conda:
         "../../envs/geco.yaml"
     shell:
-        "python -m tulip augment-images --samples {input.samples} --out {output.views} "
+        "python -m tulip augment-images --manifest {input.manifest} --out {output.views} "
         "--config-json {params.config:q} > {log} 2>&1"

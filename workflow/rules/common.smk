@@ -19,15 +19,29 @@ from tulip.cli import workflow as tulip_workflow
 # `code` param of its rules.
 STAGE_CODE = {
     "prepare": ["tulip/data/fashion_mnist.py", "tulip/data/io.py", "tulip/data/templates", "tulip/cli/data.py"],
-    "download": ["tulip/data/download.py", "tulip/data/table.py", "tulip/data/io.py", "tulip/cli/data.py"],
-    "geco_models": ["tulip/geco/tiny_models.py", "tulip/geco/prompts.py", "tulip/cli/geco.py"],
-    "augment": ["tulip/geco", "tulip/cli/geco.py"],
-    "shard": ["tulip/data/shards.py", "tulip/data/io.py", "tulip/cli/data.py"],
+    "download": [
+        "tulip/data/download.py",
+        "tulip/data/fetch.py",
+        "tulip/data/images.py",
+        "tulip/data/captions.py",
+        "tulip/data/table.py",
+        "tulip/data/shards.py",
+        "tulip/data/stats.py",
+        "tulip/data/io.py",
+        "tulip/cli/data.py",
+    ],
+    "geco_models": ["tulip/geco/tiny_models.py", "tulip/geco/prompts.py", "tulip/data/reader.py", "tulip/cli/geco.py"],
+    "augment": ["tulip/geco", "tulip/data/reader.py", "tulip/data/shards.py", "tulip/cli/geco.py"],
+    "shard": ["tulip/data/views.py", "tulip/data/reader.py", "tulip/data/shards.py", "tulip/data/io.py", "tulip/cli/data.py"],
     "pretrain": [
         "tulip/models",
         "tulip/losses",
         "tulip/train",
         "tulip/data/loader.py",
+        "tulip/data/sampling.py",
+        "tulip/data/captions.py",
+        "tulip/data/preflight.py",
+        "tulip/data/reader.py",
         "tulip/data/stats.py",
         "tulip/data/shards.py",
         "tulip/distributed.py",
@@ -59,14 +73,17 @@ def code_version(stage):
     return tulip_workflow.code_version(SRC_DIR, STAGE_CODE[stage])
 
 
-def pairs_table():
+def pairs_tables():
+    """The tables the download stage reads: the exported Fashion-MNIST pairs, or data.table (one path or a list)."""
     if config["data"]["source"] == "fashion_mnist":
-        return FASHION_MNIST_PAIRS
-    if not config["data"].get("table"):
+        return [FASHION_MNIST_PAIRS]
+    tables = config["data"].get("table")
+    if not tables:
         raise ValueError(
-            "data.source is 'table' but data.table is not set; give the path of a CSV, TSV or Parquet file"
+            "data.source is 'table' but data.table is not set; give the path of a CSV, TSV or Parquet file, "
+            "or a list of them"
         )
-    return config["data"]["table"]
+    return [tables] if isinstance(tables, str) else list(tables)
 
 
 def eval_dataset_root():

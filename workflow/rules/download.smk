@@ -1,4 +1,6 @@
-# Stage 1: image-caption pairs into resources/ (and the held-out evaluation split).
+# Stage 1: image-caption pairs into webdataset shards under resources/ (and the held-out evaluation
+# split). The download resumes: shards finished by an interrupted run are kept, since only the
+# manifest and the statistics are declared outputs.
 
 
 rule prepare_fashion_mnist_pairs:
@@ -39,9 +41,9 @@ rule prepare_fashion_mnist_eval:
 
 rule download:
     input:
-        table=pairs_table(),
+        tables=pairs_tables(),
     output:
-        samples="resources/download/samples.tsv",
+        manifest="resources/download/manifest.json",
         stats="resources/download/stats.json",
     params:
         config=stage_config("data", "download"),
@@ -52,5 +54,5 @@ rule download:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m tulip download --table {input.table:q} --out $(dirname {output.samples}) "
+        "python -m tulip download --table {input.tables:q} --out $(dirname {output.manifest}) "
         "--config-json {params.config:q} > {log} 2>&1"

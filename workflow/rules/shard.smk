@@ -1,21 +1,20 @@
-# Stage 3: webdataset shards with the generated views stored under their source sample's key.
+# Stage 3: training shards, the downloaded shards with the generated views stored under their
+# source sample's key.
 
 
 rule shard:
     input:
-        samples=rules.download.output.samples,
+        manifest=rules.download.output.manifest,
         text_views=rules.augment_text.output.views,
         image_views=rules.augment_images.output.views,
     output:
         manifest="results/shards/manifest.json",
     params:
-        config=stage_config("shard"),
         code=code_version("shard"),
     log:
         "logs/shard.log",
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m tulip shard --samples {input.samples} --text-views {input.text_views} "
-        "--image-views {input.image_views} --out $(dirname {output.manifest}) "
-        "--config-json {params.config:q} > {log} 2>&1"
+        "python -m tulip shard --manifest {input.manifest} --text-views {input.text_views} "
+        "--image-views {input.image_views} --out $(dirname {output.manifest}) > {log} 2>&1"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from tulip.cli.common import add_config_argument, add_stage_argument
@@ -26,21 +25,26 @@ def register(subparsers) -> None:
     add_stage_argument(p, "prepare_fashion_mnist_eval")
     p.set_defaults(func=prepare_fashion_mnist_eval)
 
-    p = subparsers.add_parser("download", help="fetch the images of a pairs table into a folder of JPEGs")
-    p.add_argument("--table", required=True, help="CSV, TSV or Parquet table with URL and caption columns")
-    p.add_argument("--out", required=True, help="output folder (images/, samples.tsv, stats.json)")
+    p = subparsers.add_parser("download", help="download pairs tables into webdataset shards (resumable)")
+    p.add_argument("--table", required=True, nargs="+", help="CSV, TSV or Parquet table(s) with URL and caption columns")
+    p.add_argument("--out", required=True, help="output folder for shards, per-shard records, manifest.json and stats.json")
     add_config_argument(p, "data.download")
     add_stage_argument(p, "download")
     p.set_defaults(func=download)
 
-    p = subparsers.add_parser("shard", help="write samples and their GeCo views as webdataset shards")
-    p.add_argument("--samples", required=True, help="samples.tsv from the download stage")
+    p = subparsers.add_parser("shard", help="write the training shards: downloaded samples with their GeCo views")
+    p.add_argument("--manifest", required=True, help="manifest.json of the downloaded shards")
     p.add_argument("--text-views", help="text_views.jsonl from augment-text")
     p.add_argument("--image-views", help="image_views.jsonl from augment-images")
     p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
-    add_config_argument(p, "shard")
     add_stage_argument(p, "shard")
     p.set_defaults(func=shard)
+
+    p = subparsers.add_parser("check-shards", help="check a shard set as training does before it starts")
+    p.add_argument("--manifest", required=True, help="manifest.json of the shards")
+    p.add_argument("--mode", choices=("full", "quick"), default="full",
+                   help="full reads every sample; quick checks files and sizes only (default: %(default)s)")
+    p.set_defaults(func=check_shards)
 
 
 def prepare_fashion_mnist_pairs(args: argparse.Namespace) -> None:
@@ -63,55 +67,41 @@ def prepare_fashion_mnist_eval(args: argparse.Namespace) -> None:
 
 
 def download(args: argparse.Namespace) -> None:
-    from tulip.data.download import DownloadOptions, download_table
-    from tulip.data.table import read_pairs_table
+    from tulip.data.download import download_config, download_tables
+    from tulip.data.table import read_pairs_tables
     from tulip.tracking.mlflow_runs import stage_run
 
-    cfg = dict(args.config_json)
-    url_column = cfg.pop("url_column", "url")
-    caption_column = cfg.pop("caption_column", "caption")
-    if "background" in cfg:
-        cfg["background"] = tuple(cfg["background"])
-    options = DownloadOptions(**cfg)
+    columns, options = download_config(args.config_json)
     with stage_run(args.stage_name) as run:
-        run.log_params({"table": args.table, **args.config_json})
-        stats = download_table(read_pairs_table(args.table, url_column, caption_column), args.out, options)
-        run.log_metrics({"rows": stats["rows"], "stored": stats["stored"],
+        run.log_params({"table": " ".join(args.table), **args.config_json})
+        tables = read_pairs_tables(args.table, columns)
+        stats = download_tables(tables, args.out, options, base_dirs=[Path(t).resolve().parent for t in args.table])
+        run.log_metrics({"rows": stats["rows"], "stored": stats["stored"], "recaptions": stats["recaptions"],
+                         "shards_resumed": stats["shards_resumed"],
                          **{f"skipped.{k}": v for k, v in stats["skipped"].items()}})
         run.log_artifact(Path(args.out) / "stats.json")
-        run.log_artifact(Path(args.out) / "skipped.json")
+        run.log_artifact(Path(args.out) / "manifest.json")
         if stats["stored"] == 0:
-            raise SystemExit(f"download stored no samples out of {stats['rows']} rows; see {args.out}/skipped.json")
-
-
-def _read_jsonl(path: str | None) -> dict[str, dict]:
-    if not path:
-        return {}
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["key"]: row for row in rows}
+            raise SystemExit(f"download stored no samples out of {stats['rows']} rows; "
+                             f"see the skipped_rows of the shard records in {args.out}")
 
 
 def shard(args: argparse.Namespace) -> None:
-    from tulip.data.download import read_samples
-    from tulip.data.shards import write_shards
+    from tulip.data.views import read_views, write_training_shards
     from tulip.tracking.mlflow_runs import stage_run
 
-    text_views, image_views = _read_jsonl(args.text_views), _read_jsonl(args.image_views)
-    samples = []
-    for row in read_samples(args.samples):
-        meta = {k: v for k, v in row.items() if k not in ("key", "image", "caption")}
-        sample = {"key": row["key"], "image": row["image"], "caption": row["caption"], "meta": meta}
-        if row["key"] in text_views:
-            sample["text_views"] = text_views[row["key"]]
-        if row["key"] in image_views:
-            base = Path(args.image_views).parent
-            view = image_views[row["key"]]
-            sample["image_views"] = {k: str(base / view[k]) for k in ("positive", "negative")}
-        samples.append(sample)
-    cfg = args.config_json
+    text_views, image_views = read_views(args.text_views, args.image_views)
     with stage_run(args.stage_name) as run:
-        run.log_params(cfg)
-        manifest = write_shards(samples, args.out, cfg.get("samples_per_shard", 1000), cfg.get("seed", 0))
-        run.log_metrics({k: manifest[k] for k in ("num_samples", "num_text_views", "num_image_views")}
-                        | {"num_shards": len(manifest["shards"])})
+        manifest = write_training_shards(args.manifest, args.out, text_views, image_views)
+        run.log_metrics({k: manifest[k] for k in ("num_samples", "num_text_views", "num_image_views", "num_recaptions",
+                                                  "num_shards")})
         run.log_artifact(Path(args.out) / "manifest.json")
+
+
+def check_shards(args: argparse.Namespace) -> None:
+    from tulip.data.preflight import check_shard_set
+
+    report = check_shard_set(args.manifest, args.mode)
+    print(report.format())
+    if not report.ok:
+        raise SystemExit(1)

@@ -11,7 +11,7 @@ from tulip.cli.common import add_config_argument, add_stage_argument
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("build-tiny-lm", help="build a random-weight chat LM and tokenizer offline")
-    p.add_argument("--samples", required=True, help="samples.tsv whose captions train the tokenizer")
+    p.add_argument("--manifest", required=True, help="manifest.json of the downloaded shards; their captions train the tokenizer")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=build_tiny_lm)
@@ -22,14 +22,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=build_tiny_editor)
 
     p = subparsers.add_parser("augment-text", help="paraphrase and hard-negative captions with a causal LM")
-    p.add_argument("--samples", required=True, help="samples.tsv from the download stage")
+    p.add_argument("--manifest", required=True, help="manifest.json of the downloaded shards")
     p.add_argument("--out", required=True, help="output JSONL, one line per sample with views")
     add_config_argument(p, "geco.text")
     add_stage_argument(p, "augment_text")
     p.set_defaults(func=augment_text)
 
     p = subparsers.add_parser("augment-images", help="positive and negative image edits with InstructPix2Pix")
-    p.add_argument("--samples", required=True, help="samples.tsv from the download stage")
+    p.add_argument("--manifest", required=True, help="manifest.json of the downloaded shards")
     p.add_argument("--out", required=True, help="output JSONL; edited images go beside it in views/")
     add_config_argument(p, "geco.image")
     add_stage_argument(p, "augment_images")
@@ -37,10 +37,10 @@ def register(subparsers) -> None:
 
 
 def build_tiny_lm(args: argparse.Namespace) -> None:
-    from tulip.data.download import read_samples
+    from tulip.data.reader import caption_of, iter_samples
     from tulip.geco.tiny_models import build_tiny_lm as build
 
-    build(args.out, [row["caption"] for row in read_samples(args.samples)], seed=args.seed)
+    build(args.out, [caption_of(sample) for sample in iter_samples(args.manifest)], seed=args.seed)
 
 
 def build_tiny_editor(args: argparse.Namespace) -> None:
@@ -49,10 +49,12 @@ def build_tiny_editor(args: argparse.Namespace) -> None:
     build_tiny_instruct_pix2pix(args.out, seed=args.seed)
 
 
-def _selected(samples: list[dict], fraction: float, seed: int) -> list[dict]:
+def _selected(manifest: str, fraction: float, seed: int) -> list[dict]:
+    """Return the raw samples of the downloaded shards that receive generated views."""
+    from tulip.data.reader import iter_samples
     from tulip.geco.seeding import is_selected
 
-    return [row for row in samples if is_selected(seed, row["key"], fraction)]
+    return [sample for sample in iter_samples(manifest) if is_selected(seed, sample["__key__"], fraction)]
 
 
 def _device() -> str:
@@ -62,20 +64,20 @@ def _device() -> str:
 
 
 def augment_text(args: argparse.Namespace) -> None:
-    from tulip.data.download import read_samples
     from tulip.data.io import atomic_write_json, atomic_write_text
+    from tulip.data.reader import caption_of
     from tulip.geco.text_views import ParaphraseGenerator, TextGenerationSettings
     from tulip.tracking.mlflow_runs import stage_run
 
     cfg = dict(args.config_json)
     model, fraction = cfg.pop("model"), cfg.pop("fraction")
     settings = TextGenerationSettings(**cfg)
-    chosen = _selected(read_samples(args.samples), fraction, settings.seed)
+    chosen = _selected(args.manifest, fraction, settings.seed)
     with stage_run(args.stage_name) as run:
         run.log_params(args.config_json)
         generator = ParaphraseGenerator(model, settings, device=_device())
-        views, rejections = generator.generate([(row["key"], row["caption"]) for row in chosen])
-        captions = {row["key"]: row["caption"] for row in chosen}
+        captions = {sample["__key__"]: caption_of(sample) for sample in chosen}
+        views, rejections = generator.generate(list(captions.items()))
         lines = [json.dumps({"key": k, "caption": captions[k], **v}, ensure_ascii=False) for k, v in sorted(views.items())]
         stats = {"selected": len(chosen), "kept": len(views), "rejections": dict(sorted(rejections.items()))}
         out = Path(args.out)
@@ -87,9 +89,10 @@ def augment_text(args: argparse.Namespace) -> None:
 
 
 def augment_images(args: argparse.Namespace) -> None:
+    import io
+
     from PIL import Image
 
-    from tulip.data.download import read_samples
     from tulip.data.io import atomic_write_json, atomic_write_text
     from tulip.geco.image_views import ImageEditor, ImageEditSettings
     from tulip.tracking.mlflow_runs import stage_run
@@ -98,7 +101,7 @@ def augment_images(args: argparse.Namespace) -> None:
     model, fraction = cfg.pop("model"), cfg.pop("fraction")
     soft_prompts = cfg.pop("soft_prompts", None)
     settings = ImageEditSettings(**cfg)
-    chosen = _selected(read_samples(args.samples), fraction, settings.seed)
+    chosen = _selected(args.manifest, fraction, settings.seed)
     out = Path(args.out)
     view_dir = out.parent / "views"
     view_dir.mkdir(parents=True, exist_ok=True)
@@ -106,9 +109,9 @@ def augment_images(args: argparse.Namespace) -> None:
         run.log_params(args.config_json)
         editor = ImageEditor(model, settings, device=_device(), soft_prompts=soft_prompts)
         images = []
-        for row in chosen:
-            with Image.open(row["image"]) as image:
-                images.append((row["key"], image.convert("RGB")))
+        for sample in chosen:
+            with Image.open(io.BytesIO(sample["jpg"])) as image:
+                images.append((sample["__key__"], image.convert("RGB")))
         views, counts = editor.generate(images)
         lines = []
         for key, pair in sorted(views.items()):

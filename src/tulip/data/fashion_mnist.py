@@ -2,7 +2,9 @@
 
 The IDX files come from Debian's ``dataset-fashion-mnist`` package (70,000 28x28 grayscale images,
 10 classes, MIT licence). Training images become PNG files plus a pairs table whose captions fill
-varied templates with class synonyms; the official test split becomes a class-folder evaluation set.
+varied templates with class synonyms, and whose recaptions fill longer descriptive templates the
+same way (standing in for Recap-DataComp's model-written captions). The official test split
+becomes a class-folder evaluation set.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def class_info() -> list[dict]:
     return json.loads(text)["classes"]
 
 
-def caption_templates() -> list[str]:
-    text = (resources.files("tulip.data") / "templates" / "caption_templates.txt").read_text()
+def caption_templates(name: str = "caption_templates.txt") -> list[str]:
+    text = (resources.files("tulip.data") / "templates" / name).read_text()
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -73,7 +75,7 @@ def make_caption(label: int, rng: random.Random, classes: list[dict], templates:
 
 
 def export_pairs(root: Path, out_dir: Path, num_samples: int, seed: int) -> Path:
-    """Write ``num_samples`` training images as PNG plus ``pairs.tsv`` (url, caption, label); return the table path.
+    """Write ``num_samples`` training images as PNG plus ``pairs.tsv`` (url, caption, recaption, label); return its path.
 
     Samples are a seeded random subset of the official training split, so a run is reproducible.
     """
@@ -83,14 +85,18 @@ def export_pairs(root: Path, out_dir: Path, num_samples: int, seed: int) -> Path
     rng = random.Random(seed)
     indices = sorted(rng.sample(range(len(images)), num_samples))
     classes, templates = class_info(), caption_templates()
+    recaption_templates = caption_templates("recaption_templates.txt")
+    # A separate generator, so the captions stay what they are without recaptions.
+    recaption_rng = random.Random(f"{seed}-recaption")
     image_dir = Path(out_dir) / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    rows = ["url\tcaption\tlabel"]
+    rows = ["url\tcaption\trecaption\tlabel"]
     for index in indices:
         path = image_dir / f"train_{index:05d}.png"
         Image.fromarray(images[index], mode="L").save(path)
         caption = make_caption(int(labels[index]), rng, classes, templates)
-        rows.append(f"{path.resolve()}\t{caption}\t{int(labels[index])}")
+        recaption = make_caption(int(labels[index]), recaption_rng, classes, recaption_templates)
+        rows.append(f"{path.resolve()}\t{caption}\t{recaption}\t{int(labels[index])}")
     table = Path(out_dir) / "pairs.tsv"
     atomic_write_text(table, "\n".join(rows) + "\n")
     logger.info("wrote %d Fashion-MNIST training pairs to %s", num_samples, table)

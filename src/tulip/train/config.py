@@ -26,6 +26,13 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1  # data-loader processes per training process
     shuffle_buffer: int = 2000
+    resample: bool = False  # draw shards with replacement; False reads every sample once per epoch
+    samples_per_epoch: int | None = None  # resampled epoch length over all processes; None: the shard set's size
+    preflight: str = "full"  # shard-set check before training: "full", "quick" or "off"
+    bad_shards: str = "raise"  # when the check finds problems: "raise", or "skip" to train on the usable samples
+    loader_timeout_s: float = 600.0  # seconds to wait for a loader worker's batch before failing
+    # Chance that a sample's recaption replaces its caption, per use; 20 % and 50 % as in TULIP.
+    recaption: dict[str, float] = field(default_factory=lambda: {"contrastive": 0.2, "reconstruction": 0.5})
     crop_scale: tuple[float, float] = (0.8, 1.0)
     use_views: bool = True  # read GeCo views from the shards when present
     log_every: int = 10
@@ -43,6 +50,8 @@ class TrainConfig:
         for key in ("betas", "crop_scale"):
             if key in values:
                 values[key] = tuple(values[key])
+        if values.get("preflight") is False:
+            values["preflight"] = "off"  # YAML 1.1 reads a bare `off` as false
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

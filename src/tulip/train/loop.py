@@ -21,8 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tulip import distributed
 from tulip.data.io import atomic_write_json, stable_hash
+from tulip.data.captions import RecaptionMixer
 from tulip.data.loader import LoaderOptions, build_train_loader
-from tulip.data.shards import read_manifest, shard_paths
+from tulip.data.preflight import ShardCheckError, preflight
+from tulip.data.shards import shard_paths
 from tulip.data.stats import SkipCounter
 from tulip.losses import ImageTextLoss, weighted_total
 from tulip.models import create_model, get_tokenizer
@@ -106,13 +108,10 @@ class Trainer:
         self.samples_seen = 0
         self.resumed_from = self._maybe_resume()
 
-        manifest = read_manifest(manifest_path)
         self.skips = SkipCounter("train-loader")
-        workers = max(cfg.workers, 1)
-        batches = max(manifest["num_samples"] // cfg.batch_size, 1)
-        self.batches_per_epoch = math.ceil(batches / workers) * workers
         self.loader = build_train_loader(
             shard_paths(manifest_path),
+            self._usable_counts(manifest_path),
             image_transform(self.module.cfg, train=True, crop_scale=cfg.crop_scale),
             get_tokenizer(self.module.cfg),
             LoaderOptions(
@@ -121,10 +120,28 @@ class Trainer:
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
                 use_views=cfg.use_views,
+                resample=cfg.resample,
+                samples_per_epoch=cfg.samples_per_epoch,
+                rank=self.info.rank,
+                world_size=self.info.world_size,
+                timeout_s=cfg.loader_timeout_s,
             ),
-            batches_per_epoch=self.batches_per_epoch,
-            skips=self.skips,
+            RecaptionMixer(seed=cfg.seed, **cfg.recaption),
         )
+        self.batches_per_epoch = self.loader.steps_per_epoch
+
+    def _usable_counts(self, manifest_path: str | Path) -> list[int]:
+        """Check the shard set on rank 0 and share its usable sample counts, or its error, with every rank."""
+        outcome = None
+        if self.info.is_primary:
+            try:
+                outcome = ("ok", preflight(manifest_path, self.cfg.preflight, self.cfg.bad_shards))
+            except (ShardCheckError, FileNotFoundError) as error:
+                outcome = ("error", str(error))
+        outcome = distributed.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise ShardCheckError(outcome[1])
+        return outcome[1]
 
     # ------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> int | None:
@@ -203,7 +220,9 @@ class Trainer:
         record["samples_per_s"] = steps_timed * self.cfg.batch_size / max(seconds, 1e-9)
         record["samples_per_s_per_device"] = record["samples_per_s"] / self.info.world_size
         record["samples_seen"] = float(self.samples_seen)
-        record["skipped_samples"] = float(self.skips.total)
+        # Each rank counts what its own loader skipped; the mean times the world size is the job's total.
+        skipped = distributed.all_reduce_mean(torch.tensor(float(self.skips.total)))
+        record["skipped_samples"] = float(skipped) * self.info.world_size
         self.history.append({"step": self.step, **record})
         if self.info.is_primary:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -223,8 +242,16 @@ class Trainer:
         window_start, window_steps = time.monotonic(), 0
         last_record: dict[str, float] = {}
         self.module.train()
+
+        # NOTE: a resumed run restarts its current epoch from the first batch, so it trains on part
+        # of that epoch twice. Skipping the batches already taken would be exact, because the
+        # loader's stream depends only on (seed, epoch, rank, worker).
+        epoch = self.step // self.batches_per_epoch
         while self.step < cfg.steps:
+            self.loader.set_epoch(epoch)
+            epoch += 1
             for batch in self.loader:
+                self.skips.merge(batch.pop("skipped", {}))
                 values = self.train_step(batch)
                 window_steps += 1
                 if not math.isfinite(float(values["loss"])):
