@@ -65,9 +65,8 @@ def _settings(cfg: dict, threads: int | None):
 
 
 def eval_features(args: argparse.Namespace) -> None:
-    from tulip.eval.features import save_features
+    from tulip.eval.features import extract_features, save_features
     from tulip.eval.models import load_eval_model
-    from tulip.eval.tasks import extract_features
 
     cfg = args.config_json
     settings = _settings(cfg, args.threads)
@@ -90,14 +89,16 @@ def eval_task(args: argparse.Namespace) -> None:
     if task in registry.FEATURE_TASKS and not args.features:
         raise SystemExit(f"task {args.task} scores cached features; pass --features")
 
+    features = load_features(args.features) if task in registry.FEATURE_TASKS else None
+
     if task == registry.LINEAR_PROBE:
         section = {k: v for k, v in cfg.get("linear_probe", {}).items() if k != "shots"}
         probe_cfg = ProbeConfig(shots=[shots], seed=cfg.get("seed", 0), **section)
-        result = tasks.linear_probe(load_features(args.features), shots, probe_cfg)
+        result = tasks.linear_probe(features, shots, probe_cfg, settings.device)
     else:
         model = load_eval_model(args.model_json, settings.device)
         if task == registry.ZEROSHOT_CLASSIFICATION:
-            result = tasks.zeroshot_classification(model, load_features(args.features), args.dataset_json, settings)
+            result = tasks.zeroshot_classification(model, features, args.dataset_json, settings)
         elif task == registry.ZEROSHOT_RETRIEVAL:
             recall_k = cfg.get("zeroshot_retrieval", {}).get("recall_k", [1, 5, 10])
             result = tasks.zeroshot_retrieval(model, args.dataset, args.dataset_json, recall_k, settings)

@@ -53,11 +53,13 @@ def zeroshot_classification(model: EvalModel, features: dict, entry: dict, setti
     )
 
 
-def linear_probe(features: dict, shots: int | str, cfg: ProbeConfig) -> dict:
+def linear_probe(features: dict, shots: int | str, cfg: ProbeConfig, device: str | torch.device = "cpu") -> dict:
+    """Fit and test the probe on ``device``; a GPU pays off for many classes or the full training pool."""
     if "train" not in features["splits"]:
         raise ValueError(f"feature file of {features['dataset']} has no training split; its tasks must include linear_probe")
     train, test = features["splits"]["train"], features["splits"]["test"]
-    probe = few_shot_probe(train["features"], train["labels"], test["features"], test["labels"], shots, cfg)
+    probe = few_shot_probe(train["features"].to(device), train["labels"].to(device), test["features"].to(device),
+                           test["labels"].to(device), shots, cfg)
     counts = list(probe.fitted_per_class.values())
     logger.info("%s linear probe (%s shots, %s): %s; fitted %d to %d examples per class over %d classes",
                 features["dataset"], shots, cfg.solver, probe.metrics, min(counts), max(counts), len(counts))
