@@ -50,7 +50,24 @@ STAGE_CODE = {
         "tulip/eval/registry.py",
         "tulip/cli/evaluate.py",
     ],
-    "eval_task": ["tulip/models", "tulip/eval", "tulip/cli/evaluate.py"],
+    # Everything in tulip/eval except the summary, its plots and the probe builder.
+    "eval_task": [
+        "tulip/models",
+        "tulip/eval/datasets",
+        "tulip/eval/data",
+        "tulip/eval/templates",
+        "tulip/eval/features.py",
+        "tulip/eval/models.py",
+        "tulip/eval/registry.py",
+        "tulip/eval/tasks.py",
+        "tulip/eval/zeroshot.py",
+        "tulip/eval/linear_probe.py",
+        "tulip/eval/logistic_solver.py",
+        "tulip/eval/retrieval.py",
+        "tulip/eval/winoground.py",
+        "tulip/eval/mmvp.py",
+        "tulip/cli/evaluate.py",
+    ],
     "evaluate": [
         "tulip/eval/summary.py",
         "tulip/eval/plots.py",
@@ -142,8 +159,9 @@ def _eval_model(wildcards):
     return models[wildcards.model]
 
 
-def _eval_common():
-    return {key: config["eval"][key] for key in ("batch_size", "workers", "precision", "seed")}
+def _eval_settings(*keys):
+    """Shared eval keys a job depends on; "seed" only where it changes the result."""
+    return {key: config["eval"][key] for key in ("batch_size", "workers", "precision", *keys)}
 
 
 def eval_model_json(wildcards):
@@ -157,13 +175,12 @@ def eval_dataset_json(wildcards):
 
 
 def eval_features_json(wildcards):
-    """Feature-extraction settings: which splits, and how many training images per class the probes need."""
-    entry, probe = _eval_entry(wildcards), config["eval"]["linear_probe"]
-    with_train = eval_registry.LINEAR_PROBE in eval_registry.dataset_tasks(entry)
+    """Feature settings; the training pool also needs the images per class the probes use and the seed."""
+    if wildcards.role == "test":
+        return tulip_workflow.canonical_json(_eval_settings())
+    probe = config["eval"]["linear_probe"]
     per_class = eval_registry.probe_pool_per_class(probe["shots"], probe["val_per_class"], probe["trials"])
-    return tulip_workflow.canonical_json(
-        {**_eval_common(), "with_train": with_train, "per_class": per_class if with_train else None}
-    )
+    return tulip_workflow.canonical_json({**_eval_settings("seed"), "per_class": per_class})
 
 
 def eval_task_json(wildcards):
@@ -171,7 +188,8 @@ def eval_task_json(wildcards):
     task, _ = eval_registry.parse_task_name(wildcards.task)
     section = dict(config["eval"].get(task, {}))
     section.pop("shots", None)
-    return tulip_workflow.canonical_json({**_eval_common(), task: section})
+    shared = _eval_settings("seed") if task == eval_registry.LINEAR_PROBE else _eval_settings()
+    return tulip_workflow.canonical_json({**shared, task: section})
 
 
 def _model_inputs(wildcards):
@@ -191,11 +209,12 @@ def eval_features_inputs(wildcards):
 
 
 def eval_classification_inputs(wildcards):
-    features = f"results/evaluate/{wildcards.model}/{wildcards.dataset}/features.pt"
+    """Cached features (the test split, plus the training pool for probes) and, for zero-shot, the model."""
+    folder = f"results/evaluate/{wildcards.model}/{wildcards.dataset}/features"
     task, _ = eval_registry.parse_task_name(wildcards.task)
     if task == eval_registry.LINEAR_PROBE:
-        return {"features": features}
-    return {**_model_inputs(wildcards), "features": features}
+        return {"features": [f"{folder}/test.pt", f"{folder}/train.pt"]}
+    return {**_model_inputs(wildcards), "features": [f"{folder}/test.pt"]}
 
 
 def eval_matching_inputs(wildcards):

@@ -1,7 +1,8 @@
 # Stage 5: evaluation. One job per (model, dataset, task), each writing a result JSON in
 # CLIP_benchmark's shape, then one `evaluate` job that logs them all to MLflow with a summary.
 #
-#   results/evaluate/<model>/<dataset>/features.pt     cached image features (classification sets)
+#   results/evaluate/<model>/<dataset>/features/<role>.pt   cached image features of classification
+#                                                          sets: role "test", and "train" for probes
 #   results/evaluate/<model>/<dataset>/<task>.json     one result per task and shot count
 #   results/evaluate/summary/                          summary.csv, summary.md, plots
 
@@ -9,6 +10,7 @@
 wildcard_constraints:
     model="[A-Za-z0-9_-]+",
     dataset="[A-Za-z0-9_-]+",
+    role="test|train",
 
 
 rule build_vision_probe:
@@ -31,7 +33,7 @@ rule eval_features:
     input:
         unpack(eval_features_inputs),
     output:
-        features="results/evaluate/{model}/{dataset}/features.pt",
+        features="results/evaluate/{model}/{dataset}/features/{role}.pt",
     params:
         model=eval_model_json,
         dataset=eval_dataset_json,
@@ -41,15 +43,15 @@ rule eval_features:
     resources:
         gpu=0,
     log:
-        "logs/eval_features/{model}/{dataset}.log",
+        "logs/eval_features/{model}/{dataset}/{role}.log",
     benchmark:
-        "results/benchmarks/eval_features/{model}/{dataset}.tsv"
+        "results/benchmarks/eval_features/{model}/{dataset}/{role}.tsv"
     conda:
         "../../envs/eval.yaml"
     shell:
         "python -m tulip eval-features --model-json {params.model:q} --dataset {wildcards.dataset} "
-        "--dataset-json {params.dataset:q} --config-json {params.config:q} --threads {threads} "
-        "--out {output.features} > {log} 2>&1"
+        "--dataset-json {params.dataset:q} --role {wildcards.role} --config-json {params.config:q} "
+        "--threads {threads} --out {output.features} > {log} 2>&1"
 
 
 # Zero-shot classification and linear probes score the cached features.

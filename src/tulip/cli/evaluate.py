@@ -23,17 +23,19 @@ def _add_model_and_dataset(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval-features", help="encode a classification dataset's images into a feature file")
+    p = subparsers.add_parser("eval-features", help="encode one split of a classification dataset into a feature file")
     _add_model_and_dataset(p)
+    p.add_argument("--role", choices=["test", "train"], required=True,
+                   help="which split: the test split, or the training pool of the linear probes")
     p.add_argument("--out", required=True, help="feature file to write (.pt)")
-    add_config_argument(p, "feature settings (batch_size, workers, precision, per_class, seed, with_train)")
+    add_config_argument(p, "feature settings (batch_size, workers, precision, and per_class and seed for train)")
     p.set_defaults(func=eval_features)
 
     p = subparsers.add_parser("eval-task", help="run one evaluation task and write its result JSON")
     _add_model_and_dataset(p)
     p.add_argument("--task", required=True, help="zeroshot_classification, linear_probe_<k>shot, linear_probe_full, "
                                                  "zeroshot_retrieval, image_caption_selection or mmvp_vlm")
-    p.add_argument("--features", help="feature file from eval-features (classification tasks)")
+    p.add_argument("--features", nargs="+", help="feature files from eval-features (classification tasks)")
     p.add_argument("--out", required=True, help="result JSON to write")
     add_config_argument(p, "task settings (batch_size, workers, precision and the task's own section)")
     p.set_defaults(func=eval_task)
@@ -71,15 +73,15 @@ def eval_features(args: argparse.Namespace) -> None:
     cfg = args.config_json
     settings = _settings(cfg, args.threads)
     model = load_eval_model(args.model_json, settings.device)
-    payload = extract_features(model, args.dataset, args.dataset_json, cfg.get("per_class"), cfg.get("seed", 0),
-                               settings, cfg.get("with_train", True))
+    payload = extract_features(model, args.dataset, args.dataset_json, args.role, cfg.get("per_class"),
+                               cfg.get("seed", 0), settings)
     save_features(args.out, payload)
 
 
 def eval_task(args: argparse.Namespace) -> None:
     from tulip.data.io import atomic_write_json
     from tulip.eval import registry, tasks
-    from tulip.eval.features import load_features
+    from tulip.eval.features import load_split_features
     from tulip.eval.linear_probe import ProbeConfig
     from tulip.eval.models import load_eval_model
 
@@ -89,7 +91,7 @@ def eval_task(args: argparse.Namespace) -> None:
     if task in registry.FEATURE_TASKS and not args.features:
         raise SystemExit(f"task {args.task} scores cached features; pass --features")
 
-    features = load_features(args.features) if task in registry.FEATURE_TASKS else None
+    features = load_split_features(args.features) if task in registry.FEATURE_TASKS else None
 
     if task == registry.LINEAR_PROBE:
         section = {k: v for k, v in cfg.get("linear_probe", {}).items() if k != "shots"}
@@ -119,8 +121,7 @@ def evaluate(args: argparse.Namespace) -> None:
     records = load_results(args.results)
     out_dir = Path(args.out_dir)
     with stage_run(args.stage_name) as run:
-        run.log_params({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-                        for k, v in args.config_json.items()})
+        run.log_params(args.config_json)
         run.log_metrics(mlflow_metrics(records))
         paths = write_summary(records, out_dir)
         plots = write_plots(records, out_dir)

@@ -132,36 +132,29 @@ def sample_per_class(labels: torch.Tensor, per_class: int | None, seed: int) -> 
     return torch.cat(chosen).sort().values
 
 
-def extract_features(model: EvalModel, dataset: str, entry: dict, per_class: int | None, seed: int,
-                     settings: EvalSettings, with_train: bool) -> dict:
-    """Encode the test split, and a seeded per-class sample of the training split when ``with_train``.
+def extract_features(model: EvalModel, dataset: str, entry: dict, role: str, per_class: int | None, seed: int,
+                     settings: EvalSettings) -> dict:
+    """Encode the ``role`` split ("test" or "train") of a classification dataset into a feature payload.
 
-    ``per_class`` bounds the training images per class (None encodes all of them), so a 10-shot probe
-    on ImageNet does not pay for all 1.28 million training images.
+    For the training split, ``per_class`` bounds the images encoded per class to a seeded sample
+    (None encodes all of them), so a 10-shot probe on ImageNet does not pay for 1.28 million images.
     """
-    payload = {"model": model.name, "pretrained": model.pretrained, "dataset": dataset, "splits": {}}
-    roles = ["test", "train"] if with_train else ["test"]
-    for role in roles:
-        data = open_dataset(entry, role, model.transform)
-        targets = torch.tensor(data.targets)
-        indices = None
-        if role == "train":
-            indices = sample_per_class(targets, per_class, seed).tolist()
-        features, labels = image_features(model.model, data, settings.batch_size, settings.device, settings.workers,
-                                          settings.precision, indices)
-        if not torch.equal(labels, targets[indices] if indices is not None else targets):
-            raise RuntimeError(f"{dataset}/{role}: labels returned by the data loader differ from the dataset's targets")
-        payload["splits"][role] = {
-            "features": features, "labels": labels,
-            "indices": torch.tensor(indices) if indices is not None else torch.arange(len(data)),
-            "split": registry.dataset_split(entry, role), "num_images": len(data),
-        }
-        if payload.setdefault("class_ids", list(data.class_ids)) != list(data.class_ids):
-            raise ValueError(f"{dataset}: the {role} split lists different classes from the test split")
-        payload["classnames"] = list(data.classnames)
-        logger.info("%s/%s: encoded %d of %d images into [%d, %d] features", dataset, role, len(labels), len(data),
-                    *features.shape)
-    return payload
+    data = open_dataset(entry, role, model.transform)
+    targets = torch.tensor(data.targets)
+    indices = sample_per_class(targets, per_class, seed).tolist() if role == "train" else None
+    features, labels = image_features(model.model, data, settings.batch_size, settings.device, settings.workers,
+                                      settings.precision, indices)
+    expected = targets[indices] if indices is not None else targets
+    if not torch.equal(labels, expected):
+        raise RuntimeError(f"{dataset}/{role}: labels returned by the data loader differ from the dataset's targets")
+    logger.info("%s/%s: encoded %d of %d images into [%d, %d] features", dataset, role, len(labels), len(data),
+                *features.shape)
+    return {
+        "model": model.name, "pretrained": model.pretrained, "dataset": dataset, "role": role,
+        "split": registry.dataset_split(entry, role), "features": features, "labels": labels,
+        "indices": torch.tensor(indices) if indices is not None else torch.arange(len(data)),
+        "num_images": len(data), "classnames": list(data.classnames), "class_ids": list(data.class_ids),
+    }
 
 
 def save_features(path: str | Path, payload: dict) -> None:
@@ -178,3 +171,17 @@ def load_features(path: str | Path) -> dict:
             f"{path} is not a tulip feature file of format {FEATURE_FORMAT}; rerun the eval_features job that writes it"
         )
     return payload
+
+
+def load_split_features(paths: list[str | Path]) -> dict[str, dict]:
+    """Load feature files of one (model, dataset) by role, checking that they share the model and class list."""
+    splits = {}
+    for path in paths:
+        payload = load_features(path)
+        splits[payload["role"]] = payload
+    first = next(iter(splits.values()))
+    for payload in splits.values():
+        for key in ("model", "pretrained", "dataset", "class_ids"):
+            if payload[key] != first[key]:
+                raise ValueError(f"feature files {[str(p) for p in paths]} disagree on {key}")
+    return splits

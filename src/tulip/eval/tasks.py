@@ -35,9 +35,10 @@ def result_record(dataset: str, model_name: str, pretrained: str, task: str, met
             "metrics": metrics, **details}
 
 
-def zeroshot_classification(model: EvalModel, features: dict, entry: dict, settings: EvalSettings) -> dict:
-    test = features["splits"]["test"]
-    classnames = features["classnames"]
+def zeroshot_classification(model: EvalModel, features: dict[str, dict], entry: dict, settings: EvalSettings) -> dict:
+    """Score the cached test features against prompt-ensemble prototypes; ``features`` maps role to payload."""
+    test = features["test"]
+    classnames = test["classnames"]
     mapping = check_class_mapping(classnames, test["labels"])
     templates = load_templates(entry.get("templates") or "clip_imagenet")
     prototypes = class_prototypes(model.model, model.tokenizer, classnames, templates, settings.device,
@@ -46,26 +47,27 @@ def zeroshot_classification(model: EvalModel, features: dict, entry: dict, setti
     metrics = classification_metrics(logits, test["labels"], len(classnames))
     recalls = per_class_recall(logits, test["labels"], len(classnames))
     return result_record(
-        features["dataset"], features["model"], features["pretrained"], registry.ZEROSHOT_CLASSIFICATION, metrics,
-        classnames=classnames, class_ids=features["class_ids"], templates=templates, class_mapping=mapping,
+        test["dataset"], test["model"], test["pretrained"], registry.ZEROSHOT_CLASSIFICATION, metrics,
+        classnames=classnames, class_ids=test["class_ids"], templates=templates, class_mapping=mapping,
         per_class_recall={name: r for name, r in zip(classnames, recalls)}, num_test=len(test["labels"]),
         split=test["split"],
     )
 
 
-def linear_probe(features: dict, shots: int | str, cfg: ProbeConfig, device: str | torch.device = "cpu") -> dict:
+def linear_probe(features: dict[str, dict], shots: int | str, cfg: ProbeConfig, device: str | torch.device = "cpu") -> dict:
     """Fit and test the probe on ``device``; a GPU pays off for many classes or the full training pool."""
-    if "train" not in features["splits"]:
-        raise ValueError(f"feature file of {features['dataset']} has no training split; its tasks must include linear_probe")
-    train, test = features["splits"]["train"], features["splits"]["test"]
+    missing = {"train", "test"} - set(features)
+    if missing:
+        raise ValueError(f"a linear probe needs the features of both splits; missing {sorted(missing)}")
+    train, test = features["train"], features["test"]
     probe = few_shot_probe(train["features"].to(device), train["labels"].to(device), test["features"].to(device),
                            test["labels"].to(device), shots, cfg)
     counts = list(probe.fitted_per_class.values())
     logger.info("%s linear probe (%s shots, %s): %s; fitted %d to %d examples per class over %d classes",
-                features["dataset"], shots, cfg.solver, probe.metrics, min(counts), max(counts), len(counts))
-    names = features["classnames"]
+                test["dataset"], shots, cfg.solver, probe.metrics, min(counts), max(counts), len(counts))
+    names = test["classnames"]
     return result_record(
-        features["dataset"], features["model"], features["pretrained"], registry.LINEAR_PROBE, probe.metrics,
+        test["dataset"], test["model"], test["pretrained"], registry.LINEAR_PROBE, probe.metrics,
         shots=shots, solver=cfg.solver, trials=cfg.trials, val_per_class=cfg.val_per_class,
         penalty=probe.penalty, penalty_name="weight_decay" if cfg.solver == "logistic" else "ridge_penalty",
         validation_acc1=probe.validation_acc1, trial_metrics=probe.trial_metrics,
