@@ -1,7 +1,7 @@
 """Time tulip's k-shot linear probe against scikit-learn's LogisticRegression doing the same search.
 
 Both sides get the same features, the same validation split and k-shot draw, and the same weight-decay
-grid; each fits one multinomial logistic regression per grid value, keeps the one with the best
+grid. Each fits one multinomial logistic regression per grid value, keeps the one with the best
 validation top-1 (ties go to the stronger penalty) and reports its test top-1. scikit-learn fits
 every value from scratch with ``C = 1 / (n * weight_decay)``, the same objective as ours.
 
@@ -46,7 +46,7 @@ def make_features(classes: int, dim: int, per_class: int, separation: float, see
 
 
 def sklearn_probe(pool, pool_labels, test, test_labels, shots: int, cfg: ProbeConfig, tol: float, max_iter: int):
-    """The same protocol as ``few_shot_probe`` (one trial), with scikit-learn fitting every penalty."""
+    """Run the protocol of ``few_shot_probe`` (one trial) with scikit-learn fitting every penalty."""
     validation, rest = split_pool(pool_labels, cfg, shots)
     generator = torch.Generator().manual_seed(cfg.seed + 1)  # the draw of trial 0
     fit = torch.cat([m[torch.randperm(len(m), generator=generator)][:shots] for m in rest.values()]).sort().values

@@ -52,7 +52,7 @@ def test_class_folder_rejects_folder_beyond_classnames(tmp_path):
 
 
 def test_imagenet_class_list_is_standard_order():
-    """The shipped class list holds the 1,000 ILSVRC-2012 ids in sorted order with CLIP's names."""
+    """The shipped class list contains the 1,000 ILSVRC-2012 ids in sorted order with CLIP's names."""
     wnids, names = imagenet_classes()
     assert len(wnids) == len(set(wnids)) == 1000
     assert wnids == sorted(wnids)
@@ -271,7 +271,7 @@ def _occupied_cells(path, cell):
 
 
 def test_vision_probe_counts_match_statements(tmp_path):
-    """Every counting image shows as many objects as its statement says, built from real digit images."""
+    """Every counting image shows as many objects as its statement names, built from real digit images."""
     images, labels = _digits()
     build_vision_probe(images, labels, DIGIT_NOUNS, tmp_path, ProbeSettings(pairs_per_category=8, cell_size=28))
     pairs = read_statement_pairs(tmp_path)

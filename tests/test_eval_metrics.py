@@ -226,8 +226,8 @@ def test_retrieval_hand_made_ties():
     # caption 2 -> image 2 (rank 0); caption 3 scores 0.6, 0.6, 0.8 -> image 2 first.
     assert metrics["image_retrieval_recall@1"] == pytest.approx(3 / 4)
     assert metrics["image_retrieval_recall@2"] == pytest.approx(1.0)
-    # Image to text: image 0 ties captions 0 and 1 (its caption 0 first); image 1 ties them too,
-    # so its caption 1 ranks second; image 2's captions 2 and 3 rank first.
+    # Image to text: images 0 and 1 both tie captions 0 and 1, which rank in index order, so
+    # image 1's caption ranks second. Image 2's captions 2 and 3 rank first.
     assert metrics["text_retrieval_recall@1"] == pytest.approx(2 / 3)
     assert metrics["text_retrieval_recall@2"] == pytest.approx(1.0)
 
@@ -253,7 +253,7 @@ def test_winoground_oracle_scores():
         [[0.9, 0.1], [0.2, 0.8]],  # all correct
         [[0.9, 0.8], [0.95, 0.96]],  # text correct (each image prefers its caption), image wrong
         [[0.5, 0.6], [0.1, 0.9]],  # image correct (each caption prefers its image), text wrong
-        [[0.5, 0.5], [0.2, 0.8]],  # a tie fails the text score; image score holds
+        [[0.5, 0.5], [0.2, 0.8]],  # a tie fails the text score, and the image score passes
     ])
     metrics = winoground_scores(images, texts, ["Object", "Object", "Relation", "Both"])
     assert metrics["text_score"] == pytest.approx(2 / 4)

@@ -1,6 +1,6 @@
 """Evaluation stages end to end: a tulip checkpoint and an open_clip model through the same commands.
 
-Both models have random weights and are saved locally by the tests; the datasets are tiny folders in
+Both models have random weights and are saved locally by the tests. The datasets are tiny folders in
 the published layouts, built from scikit-learn's real handwritten digits.
 """
 
@@ -208,6 +208,7 @@ def test_summary_logs_every_metric_to_mlflow(evaluated, tmp_path, monkeypatch):
 
     results = evaluated["tulip"][0]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # a new experiment keeps its artifacts in ./mlruns
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("TULIP_MLFLOW_PARENT_RUN_ID", raising=False)
     monkeypatch.setenv("TULIP_MLFLOW_EXPERIMENT", "eval-test")

@@ -116,7 +116,7 @@ def test_probe_matches_scikit_learn_search():
     assert abs(ours.metrics["lp_acc1"] - reference) <= 0.002
 
 
-def test_probe_fits_k_per_class_from_the_pool_only():
+def test_probe_fits_k_shots_per_class():
     pool, pool_labels, test, test_labels = _probe_data()
     result = few_shot_probe(pool, pool_labels, test, test_labels, 5, ProbeConfig(val_per_class=8))
     assert result.fitted_per_class == {c: 5 for c in range(20)}

@@ -68,7 +68,7 @@ def test_pretrain_run_logs_params_metrics_and_checkpoint(runs):
 
 
 def test_evaluate_run_logs_metrics_and_json(runs):
-    """One evaluate run holds every metric of every (model, dataset, task), the summary and the result files."""
+    """One evaluate run contains every metric of every (model, dataset, task), the summary and the result files."""
     client, all_runs = runs
     run = _stage(all_runs, "evaluate")
     assert run.data.metrics["tulip/fashion_mnist/zeroshot_classification/acc1"] > 0.25

@@ -57,8 +57,7 @@ def register(subparsers) -> None:
 def _settings(cfg: dict, threads: int | None):
     import torch
 
-    from tulip.eval.features import default_device
-    from tulip.eval.tasks import EvalSettings
+    from tulip.eval.features import EvalSettings, default_device
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,10 +1,10 @@
 """Few-shot linear probes on frozen features: the solvers and the k-shot protocol.
 
 Protocol. A validation split of ``val_per_class`` images per class is cut from the training pool
-(never from the test split). Each trial draws k shots per class from the rest of the pool, fits one
-probe per penalty in the grid, keeps the penalty with the best validation top-1 (ties go to the
-stronger penalty) and reports its test metrics; shots are nested within a trial, so the 1-shot set
-is part of the 10-shot set. With ``shots="full"`` the probe fits on the whole remaining pool, and
+(never from the test split). Each trial draws k shots per class from the rest of the pool and fits
+one probe per penalty in the grid. It keeps the penalty with the best validation top-1 (ties go to
+the stronger penalty) and reports that probe's test metrics. Shots are nested within a trial, so
+the 1-shot set is part of the 10-shot set. With ``shots="full"`` the probe fits on the whole remaining pool, and
 after the search it is refitted on that pool plus the validation split, as in the CLIP paper's
 linear-probe protocol. Metrics are averaged over trials.
 
@@ -36,7 +36,7 @@ SOLVERS = ("logistic", "ridge")
 
 @dataclass
 class ProbeConfig:
-    """Settings of the few-shot protocol; every field has a key of the same name in the workflow config."""
+    """Settings of the few-shot protocol. Every field has a key of the same name in the workflow config."""
 
     shots: list[int | str] = field(default_factory=lambda: [1, 10])  # "full" fits on the whole training pool
     trials: int = 1  # independent k-shot draws, averaged
@@ -87,7 +87,7 @@ def _shuffled_members(labels: torch.Tensor, classes: list[int], generator: torch
 def split_pool(
     labels: torch.Tensor, cfg: ProbeConfig, max_shots: int | None
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Cut the validation split from the pool; return (validation indices, remaining indices per class, shuffled).
+    """Cut the validation split from the pool and return (validation indices, shuffled remaining indices per class).
 
     Raises ``ValueError`` when a class has too few examples for ``val_per_class`` plus ``max_shots``
     (None means at least one training example), because the probe would silently see fewer shots.
@@ -190,8 +190,8 @@ def few_shot_probe(
     unknown = sorted(set(test_labels.unique().tolist()) - set(classes.tolist()))
     if unknown:
         raise ValueError(f"test label(s) {unknown[:10]} have no training-pool examples, so no probe can predict them")
-    compact = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
-    compact[classes] = torch.arange(len(classes))
+    compact = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long, device=pool_labels.device)
+    compact[classes] = torch.arange(len(classes), device=pool_labels.device)
     pool_y, test_y = compact[pool_labels], compact[test_labels]
     pool_x, test_x = pool_feats.float(), test_feats.float()
     num_classes = len(classes)

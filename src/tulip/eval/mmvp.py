@@ -1,6 +1,6 @@
 """MMVP-VLM scoring (Tong et al., "Eyes Wide Shut?", 2024), by the rules of the benchmark's scorer.
 
-Each statement, prefixed with "a photo of ", chooses between the two images of its pair; it picks
+Each statement, prefixed with "a photo of ", chooses between the two images of its pair. It picks
 the first image only when that image is strictly more similar, so a tie picks the second image.
 
 - ``pair_acc`` (the headline, the number published tables report): both statements of a pair pick

@@ -21,7 +21,7 @@ FEATURE_TASKS = (ZEROSHOT_CLASSIFICATION, LINEAR_PROBE)
 
 @dataclass(frozen=True)
 class ReaderInfo:
-    """What the workflow needs to know about a reader before any job runs."""
+    """Facts about a reader that the workflow needs before any job runs."""
 
     name: str
     kind: str  # "classification", "retrieval", "caption_selection" or "statement_pairs"
@@ -47,7 +47,7 @@ READERS: dict[str, ReaderInfo] = {
     )
 }
 
-# Which readers can run which task: a classification dataset has no captions to retrieve, and so on.
+# Tasks each kind of reader can run: a classification dataset has no captions to retrieve, and so on.
 _TASKS_BY_KIND = {
     "classification": {ZEROSHOT_CLASSIFICATION, LINEAR_PROBE},
     "retrieval": {ZEROSHOT_RETRIEVAL},

@@ -1,7 +1,7 @@
 """Summaries of evaluation results: headline rows with chance levels, a long metric table, MLflow names.
 
-Every result record is one (model, dataset, task) file in CLIP_benchmark's shape; ``result_name``
-tells linear probes of different shot counts apart.
+Every result record is one (model, dataset, task) file in CLIP_benchmark's shape, and
+``result_name`` distinguishes linear probes of different shot counts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation tasks: feature extraction and one function per task, each returning a result record.
+"""Evaluation tasks, one function each, returning a result record.
 
 Records have CLIP_benchmark's result shape (``dataset``, ``model``, ``pretrained``, ``task``,
 ``language``, ``metrics``), so ``clip_benchmark build`` can tabulate them, plus task details such
@@ -36,7 +36,7 @@ def result_record(dataset: str, model_name: str, pretrained: str, task: str, met
 
 
 def zeroshot_classification(model: EvalModel, features: dict[str, dict], entry: dict, settings: EvalSettings) -> dict:
-    """Score the cached test features against prompt-ensemble prototypes; ``features`` maps role to payload."""
+    """Score the cached test features against prompt-ensemble prototypes. ``features`` maps a role to its payload."""
     test = features["test"]
     classnames = test["classnames"]
     mapping = check_class_mapping(classnames, test["labels"])
@@ -55,7 +55,10 @@ def zeroshot_classification(model: EvalModel, features: dict[str, dict], entry: 
 
 
 def linear_probe(features: dict[str, dict], shots: int | str, cfg: ProbeConfig, device: str | torch.device = "cpu") -> dict:
-    """Fit and test the probe on ``device``; a GPU pays off for many classes or the full training pool."""
+    """Fit and test the probe on ``device``. A GPU pays off for many classes or the full training pool.
+
+    NOTE: the probe has only run on CPU so far, so the CUDA path is untested.
+    """
     missing = {"train", "test"} - set(features)
     if missing:
         raise ValueError(f"a linear probe needs the features of both splits; missing {sorted(missing)}")

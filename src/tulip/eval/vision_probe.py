@@ -1,6 +1,6 @@
 """A small vision-centric probe in MMVP-VLM's layout, composed offline from real photographs of objects.
 
-MMVP-VLM asks whether an image-text model can tell apart two images that differ in one visual
+MMVP-VLM tests whether an image-text model can tell apart two images that differ in one visual
 property. This builder makes such pairs from single-object images (by default the Fashion-MNIST
 test split, which pretraining never sees) on a black 2 x 2 grid canvas:
 
@@ -92,7 +92,7 @@ def _count_pair(composer, by_class, nouns, rng):
 def _position_pair(composer, by_class, nouns, rng, vertical: bool):
     first, second = rng.choice(sorted(by_class), size=2, replace=False)
     a, b = int(rng.choice(by_class[first])), int(rng.choice(by_class[second]))
-    line = int(rng.integers(0, 2))  # which row (or column) of the grid holds the two objects
+    line = int(rng.integers(0, 2))  # the grid row (or column) that contains the two objects
     cells = (line, line + 2) if vertical else (2 * line, 2 * line + 1)  # (top, bottom) or (left, right)
     relation = "above" if vertical else "to the left of"
     one, other = _with_article(nouns[first][0]), _with_article(nouns[second][0])

@@ -40,7 +40,7 @@ def load_templates(name_or_path: str) -> list[str]:
     if bad:
         raise ValueError(f"templates must contain exactly one '{{}}' for the class name: {bad}")
     if not templates:
-        raise ValueError(f"template set {name_or_path!r} holds no templates")
+        raise ValueError(f"template set {name_or_path!r} contains no templates")
     return templates
 
 

@@ -90,9 +90,9 @@ def imagenet_classes() -> tuple[list[str], list[str]]:
 class ImageNetFolder(_ImageLabelDataset):
     """ImageNet-1K as ``<root>/<split>/<WordNet id>/<image>.JPEG``, the layout torchvision's ``ImageNet`` writes.
 
-    ``split`` is ``val`` (50,000 images, 50 per class) or ``train`` (1,281,167 images); the validation
-    images must already be sorted into WordNet-id folders (for example by torchvision's
-    ``ImageNet(root, split="val")`` or the widely used ``valprep.sh``). Class indices follow the
+    ``split`` is ``val`` (50,000 images, 50 per class) or ``train`` (1,281,167 images). The validation
+    images must already be sorted into WordNet-id folders, for example by torchvision's
+    ``ImageNet(root, split="val")`` or the widely used ``valprep.sh``. Class indices follow the
     standard order of the sorted WordNet ids and the names are the curated CLIP names, both shipped in
     ``tulip/eval/data/imagenet1k_classes.tsv``. A folder that is not an ImageNet-1K id raises
     ``ValueError``. Missing classes are allowed but logged, and every model is still scored over all

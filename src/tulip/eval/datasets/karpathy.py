@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-# Where each split file's images live under the root when an entry has no "filepath" of its own.
+# Image folder under the root for each split file, used when an entry has no "filepath" of its own.
 DEFAULT_IMAGE_DIRS = {"dataset_coco.json": "", "dataset_flickr30k.json": "flickr30k-images"}
 
 
@@ -29,7 +29,7 @@ class KarpathyCaptions(Dataset):
         <root>/dataset_flickr30k.json
         <root>/flickr30k-images/1000092795.jpg          entries have no filepath
 
-    The file holds ``{"images": [...]}``, each entry with ``filename``, ``split`` (train, val, test
+    The file contains ``{"images": [...]}``, each entry with ``filename``, ``split`` (train, val, test
     or, for COCO, restval), optionally ``filepath``, and ``sentences``, a list of ``{"raw": caption}``.
     An image may have more than five captions (some COCO test images have six or seven); all are
     kept. Items are (image, list of captions); ``captions`` and ``caption_image`` give every caption
@@ -46,6 +46,7 @@ class KarpathyCaptions(Dataset):
         if not isinstance(entries, list):
             raise ValueError(f"{path} has no 'images' list; is it a Karpathy split file?")
         default_dir = DEFAULT_IMAGE_DIRS.get(annotation, "")
+
         self.images: list[Path] = []
         self.captions: list[str] = []
         self.caption_image: list[int] = []
@@ -58,12 +59,14 @@ class KarpathyCaptions(Dataset):
             self.caption_image += [len(self.images)] * len(sentences)
             self.captions += sentences
             self.images.append(self.root / entry.get("filepath", default_dir) / entry["filename"])
+
         if not self.images:
             splits = sorted({e.get("split") for e in entries})
             raise ValueError(f"{path} has no images in split {split!r}; its splits are {splits}")
         self._by_image: list[list[str]] = [[] for _ in self.images]
         for caption, image_index in zip(self.captions, self.caption_image):
             self._by_image[image_index].append(caption)
+
         absent = [p for p in self.images if not p.is_file()]
         if absent:
             raise FileNotFoundError(f"{len(absent)} image(s) of split {split!r} are missing, e.g. {absent[0]}")

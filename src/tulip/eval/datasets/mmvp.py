@@ -1,6 +1,6 @@
 """MMVP-VLM (Tong et al., "Eyes Wide Shut?", 2024): pairs of images with one statement each.
 
-The benchmark probes visual patterns that CLIP-style encoders miss. Each pair holds two images
+The benchmark probes visual patterns that CLIP-style encoders miss. Each pair contains two images
 that differ in one visual property and two statements, one true of each image.
 """
 
@@ -34,7 +34,7 @@ def read_statement_pairs(root: str | Path) -> list[StatementPair]:
     root = Path(root)
     questions = root / QUESTIONS_FILE
     if not questions.is_file():
-        raise FileNotFoundError(f"{questions} not found; an MMVP-VLM folder holds {QUESTIONS_FILE} and '{IMAGE_FOLDER}/'")
+        raise FileNotFoundError(f"{questions} not found; an MMVP-VLM folder contains {QUESTIONS_FILE} and '{IMAGE_FOLDER}/'")
     with questions.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

@@ -26,7 +26,7 @@ class Winoground(Dataset):
         <root>/data/images.zip                     the archive as published (images/<name>.png)
 
     Caption ``i`` describes image ``i``. Items are (images [2, C, H, W] once transformed, the two
-    captions); ``tags`` holds each example's ``collapsed_tag`` (Object, Relation or Both).
+    captions); ``tags`` contains each example's ``collapsed_tag`` (Object, Relation or Both).
     """
 
     def __init__(self, root: str | Path, transform=None):
