@@ -39,7 +39,7 @@ rule eval_features:
         dataset=eval_dataset_json,
         config=eval_features_json,
         code=code_version("eval_features"),
-    threads: workflow.cores
+    threads: max(1, workflow.cores // 2)
     resources:
         gpu=0,
     log:

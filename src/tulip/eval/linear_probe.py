@@ -197,15 +197,15 @@ def few_shot_probe(
     num_classes = len(classes)
 
     validation, rest = split_pool(pool_y, cfg, None if shots == "full" else shots)
-    trials = [
-        _run_trial(pool_x, pool_y, test_x, test_y, num_classes, shots, cfg, validation, rest, t) for t in range(cfg.trials)
-    ]
+    # The full pool has no draw to repeat, so it runs a single trial.
+    count = 1 if shots == "full" else cfg.trials
+    trials = [_run_trial(pool_x, pool_y, test_x, test_y, num_classes, shots, cfg, validation, rest, t) for t in range(count)]
     trial_metrics = [m for m, _, _, _ in trials]
     metrics = {}
     for key in trial_metrics[0]:
         values = torch.tensor([m[key] for m in trial_metrics], dtype=torch.float64)
         metrics[f"lp_{key}"] = values.mean().item()
-        if cfg.trials > 1:
+        if count > 1:
             metrics[f"lp_{key}_std"] = values.std(unbiased=True).item()
     counts = trials[0][2]
     return ProbeResult(

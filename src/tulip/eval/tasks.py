@@ -71,7 +71,7 @@ def linear_probe(features: dict[str, dict], shots: int | str, cfg: ProbeConfig, 
     names = test["classnames"]
     return result_record(
         test["dataset"], test["model"], test["pretrained"], registry.LINEAR_PROBE, probe.metrics,
-        shots=shots, solver=cfg.solver, trials=cfg.trials, val_per_class=cfg.val_per_class,
+        shots=shots, solver=cfg.solver, trials=len(probe.trial_metrics), val_per_class=cfg.val_per_class,
         penalty=probe.penalty, penalty_name="weight_decay" if cfg.solver == "logistic" else "ridge_penalty",
         validation_acc1=probe.validation_acc1, trial_metrics=probe.trial_metrics,
         fitted_per_class={names[c]: n for c, n in probe.fitted_per_class.items()},
