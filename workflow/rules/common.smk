@@ -137,12 +137,15 @@ def eval_datasets():
 def eval_results():
     """Every result JSON the evaluation writes: one per (model, dataset, task)."""
     shots = config["eval"]["linear_probe"]["shots"]
-    return [
+    results = [
         f"results/evaluate/{model}/{name}/{task}.json"
         for model in eval_models()
         for name, entry in eval_datasets().items()
         for task in eval_registry.task_outputs(entry, shots)
     ]
+    if not results:
+        raise ValueError("no dataset under eval.datasets has a root; set the root of at least one")
+    return results
 
 
 def _eval_entry(wildcards):
