@@ -13,6 +13,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+# Written by the workflow fixture: adds a random-weight open_clip model to the evaluated models.
+OPEN_CLIP_CONFIG = ".test/config/open_clip_model.yaml"
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
 
 requires_fashion_mnist = pytest.mark.skipif(
     not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
@@ -57,14 +64,34 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
     return rules
 
 
+def add_open_clip_model(workdir: Path) -> None:
+    """Save a tiny open_clip model with random weights in ``workdir`` and a config file that evaluates it."""
+    import json
+
+    import open_clip
+    import torch
+    import yaml
+
+    folder = workdir / "resources" / "test-models"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny-open-clip.json").write_text(json.dumps(TINY_OPEN_CLIP))
+    open_clip.add_model_config(folder / "tiny-open-clip.json")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-open-clip").state_dict(), folder / "tiny-open-clip.pt")
+    entry = {"name": "tiny-open-clip", "type": "open_clip", "architecture": "resources/test-models/tiny-open-clip.json",
+             "weights": "resources/test-models/tiny-open-clip.pt"}
+    (workdir / OPEN_CLIP_CONFIG).write_text(yaml.safe_dump({"eval": {"models": [entry]}}))
+
+
 @pytest.fixture(scope="session")
 def workflow_run(tmp_path_factory):
-    """Run `all` once at test scale in a copy of the repository; tests read its outputs."""
+    """Run `all` at test scale in a copy of the repository, with an open_clip model; tests read its outputs."""
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
     workdir = copy_repository(tmp_path_factory.mktemp("workflow"))
-    result = snakemake(workdir, "all", "--cores", "2", "--configfile", ".test/config/config.yaml")
+    add_open_clip_model(workdir)
+    result = snakemake(workdir, "all", "--cores", "2", "--configfile", ".test/config/config.yaml", OPEN_CLIP_CONFIG)
     if result.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").glob("*.log")))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
     return workdir

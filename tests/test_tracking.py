@@ -74,13 +74,17 @@ def test_pretrain_run_logs_params_metrics_and_checkpoint(runs, workflow_run):
 
 
 def test_evaluate_run_logs_metrics_and_json(runs):
+    """One evaluate run contains every metric of every (model, dataset, task), the summary and the result files."""
     client, all_runs = runs
     run = _stage(all_runs, "evaluate")
-    assert run.data.metrics["zeroshot_classification.acc1"] > 0.25
-    assert "linear_probe.5shot.lp_acc1" in run.data.metrics
-    assert run.data.params["shots"] == "[1, 5]"
+    assert run.data.metrics["tulip/fashion_mnist/zeroshot_classification/acc1"] > 0.25
+    assert "tiny-open-clip/fashion_mnist/linear_probe_5shot/lp_acc1" in run.data.metrics
+    assert "tulip/vision_probe/mmvp_vlm/pair_acc.quantity_and_count" in run.data.metrics
+    assert run.data.metrics["tulip/fashion_mnist/linear_probe_5shot/fitted_per_class.min"] == 5
+    assert run.data.params["linear_probe.shots"] == "[1, 5]"
     artifacts = _artifact_paths(client, run.info.run_id)
-    assert "evaluation/fashion_mnist_zeroshot_classification.json" in artifacts
+    assert "evaluation/tulip/fashion_mnist/zeroshot_classification.json" in artifacts
+    assert {"summary/summary.csv", "summary/summary.md", "summary/headline.png"} <= set(artifacts)
 
 
 def test_report_and_data_runs_log_artifacts(runs):

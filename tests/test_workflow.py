@@ -8,20 +8,36 @@ import shutil
 import pytest
 import yaml
 
-from conftest import planned_rules, snakemake
+from conftest import OPEN_CLIP_CONFIG, planned_rules, snakemake
 
 pytestmark = pytest.mark.slow
 
-DRY_RUN = ("all", "-n", "--configfile", ".test/config/config.yaml")
+DRY_RUN = ("all", "-n", "--configfile", ".test/config/config.yaml", OPEN_CLIP_CONFIG)
+EVAL_JOBS = {"eval_features", "eval_classification", "eval_matching", "evaluate", "report", "all"}
 
 
 def _edit_test_config(workdir, section, key, value):
+    """Set ``section.key`` (``key`` may be a dotted path) in the test config; return the original text."""
     path = workdir / ".test" / "config" / "config.yaml"
     backup = path.read_text()
     config = yaml.safe_load(backup)
-    config[section][key] = value
+    node = config[section]
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        node = node.setdefault(parent, {})
+    node[leaf] = value
     path.write_text(yaml.safe_dump(config))
     return backup
+
+
+def _planned_after_edit(workdir, section, key, value):
+    backup = _edit_test_config(workdir, section, key, value)
+    try:
+        result = snakemake(workdir, *DRY_RUN)
+    finally:
+        (workdir / ".test/config/config.yaml").write_text(backup)
+    assert result.returncode == 0, result.stderr
+    return planned_rules(result)
 
 
 def test_workflow_writes_every_stage_output(workflow_run):
@@ -48,20 +64,39 @@ def test_workflow_writes_every_stage_output(workflow_run):
 
 def test_evaluation_is_above_chance(workflow_run):
     """Zero-shot and 5-shot probe top-1 on the held-out test split beat the 10 % chance level."""
-    zeroshot = json.loads((workflow_run / "results/evaluate/fashion_mnist_zeroshot_classification.json").read_text())
-    probe = json.loads((workflow_run / "results/evaluate/fashion_mnist_linear_probe_5shot.json").read_text())
+    results = workflow_run / "results/evaluate/tulip/fashion_mnist"
+    zeroshot = json.loads((results / "zeroshot_classification.json").read_text())
+    probe = json.loads((results / "linear_probe_5shot.json").read_text())
     assert zeroshot["task"] == "zeroshot_classification"
     assert zeroshot["num_test"] == 10000
     assert zeroshot["metrics"]["acc1"] > 0.25
     assert probe["metrics"]["lp_acc1"] > 0.25
-    assert probe["fitted_per_class"] == {str(c): 5 for c in range(10)}
+    assert probe["fitted_per_class"] == {name: 5 for name in zeroshot["classnames"]}
+
+
+def test_every_model_gets_every_result(workflow_run):
+    """The open_clip model goes through the same jobs as the tulip checkpoint and gets the same result files."""
+    for model in ("tulip", "tiny-open-clip"):
+        folder = workflow_run / "results/evaluate" / model
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.json"))
+        assert names == [
+            "fashion_mnist/linear_probe_1shot.json",
+            "fashion_mnist/linear_probe_5shot.json",
+            "fashion_mnist/zeroshot_classification.json",
+            "vision_probe/mmvp_vlm.json",
+        ], model
+    probe = json.loads((workflow_run / "results/evaluate/tulip/vision_probe/mmvp_vlm.json").read_text())
+    assert probe["num_pairs"] == 40
+    assert set(probe["pairs_per_category"].values()) == {20}
 
 
 def test_report_lists_evaluation(workflow_run):
     report = (workflow_run / "results/report/report.md").read_text()
-    assert "zeroshot_classification" in report
-    assert "linear_probe (5-shot)" in report
+    assert "| tulip | fashion_mnist | zeroshot_classification | acc1 |" in report
+    assert "| tiny-open-clip | fashion_mnist | linear_probe_5shot | lp_acc1 |" in report
+    assert "| tulip | vision_probe | mmvp_vlm | pair_acc |" in report
     assert (workflow_run / "results/report/loss_curve.png").stat().st_size > 1000
+    assert (workflow_run / "results/report/evaluation.png").stat().st_size > 1000
 
 
 def test_complete_run_has_nothing_to_do(workflow_run):
@@ -70,14 +105,21 @@ def test_complete_run_has_nothing_to_do(workflow_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_eval_key_change_reruns_only_evaluation(workflow_run):
-    backup = _edit_test_config(workflow_run, "eval", "seed", 7)
-    try:
-        result = snakemake(workflow_run, *DRY_RUN)
-    finally:
-        (workflow_run / ".test/config/config.yaml").write_text(backup)
-    assert result.returncode == 0, result.stderr
-    assert planned_rules(result) == {"evaluate", "report", "all"}
+def test_eval_seed_change_reruns_only_probes(workflow_run):
+    """The seed draws the probes' training pool and shots; zero-shot and the MMVP-style probe keep their results."""
+    planned = _planned_after_edit(workflow_run, "eval", "seed", 7)
+    assert planned == {"eval_features", "eval_classification", "evaluate", "report", "all"}
+
+
+def test_added_shot_count_runs_only_new_probes(workflow_run):
+    """A shot count within the cached training pool adds probe jobs and re-extracts nothing."""
+    planned = _planned_after_edit(workflow_run, "eval", "linear_probe.shots", [1, 5, 2])
+    assert planned == {"eval_classification", "evaluate", "report", "all"}
+
+
+def test_vision_probe_change_rebuilds_the_probe(workflow_run):
+    planned = _planned_after_edit(workflow_run, "eval", "vision_probe.pairs_per_category", 10)
+    assert planned == {"build_vision_probe", "eval_matching", "evaluate", "report", "all"}
 
 
 def test_train_key_change_reruns_training_onwards(workflow_run):
@@ -87,15 +129,16 @@ def test_train_key_change_reruns_training_onwards(workflow_run):
     finally:
         (workflow_run / ".test/config/config.yaml").write_text(backup)
     assert result.returncode == 0, result.stderr
-    assert planned_rules(result) == {"pretrain", "evaluate", "report", "all"}
+    assert planned_rules(result) == {"pretrain"} | EVAL_JOBS
 
 
 @pytest.mark.parametrize(
     ("source_file", "expected"),
     [
-        ("src/tulip/eval/zeroshot.py", {"evaluate", "report", "all"}),
+        ("src/tulip/eval/zeroshot.py", {"eval_classification", "eval_matching", "evaluate", "report", "all"}),
+        ("src/tulip/eval/plots.py", {"evaluate", "report", "all"}),
         ("src/tulip/report/render.py", {"report", "all"}),
-        ("src/tulip/losses/sigmoid.py", {"pretrain", "evaluate", "report", "all"}),
+        ("src/tulip/losses/sigmoid.py", {"pretrain"} | EVAL_JOBS),
     ],
 )
 def test_library_edit_reruns_its_stage(workflow_run, source_file, expected):

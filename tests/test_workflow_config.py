@@ -53,3 +53,23 @@ def test_invalid_config_rejected_before_any_job(workdir, mutate, named):
     assert result.returncode != 0
     assert named in output
     assert "rule download:" not in output
+
+
+def _stage_code(stage: str) -> list[str]:
+    """Read one entry of STAGE_CODE from workflow/rules/common.smk."""
+    import re
+
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    block = re.search(rf'"{stage}": \[(.*?)\]', text, re.DOTALL)
+    assert block, f"STAGE_CODE has no entry {stage!r}"
+    return re.findall(r'"([^"]+)"', block.group(1))
+
+
+def test_eval_task_code_covers_the_task_modules():
+    """Every evaluation module a task job imports is hashed into its code version, so editing it reruns the job."""
+    entries = _stage_code("eval_task")
+    outside_tasks = {"summary.py", "plots.py", "vision_probe.py", "__init__.py"}
+    modules = [p for p in (REPO / "src" / "tulip" / "eval").rglob("*.py") if p.name not in outside_tasks]
+    for module in modules:
+        relative = str(module.relative_to(REPO / "src"))
+        assert any(relative == e or relative.startswith(e + "/") for e in entries), relative

@@ -14,6 +14,7 @@ if str(SRC_DIR) not in sys.path:
     sys.path.insert(0, str(SRC_DIR))
 
 from tulip.cli import workflow as tulip_workflow
+from tulip.eval import registry as eval_registry
 
 # Library code each stage runs. Editing any of these files reruns the stage, through the
 # `code` param of its rules.
@@ -47,14 +48,57 @@ STAGE_CODE = {
         "tulip/distributed.py",
         "tulip/cli/train.py",
     ],
-    "evaluate": ["tulip/models", "tulip/eval", "tulip/cli/evaluate.py"],
-    "report": ["tulip/report", "tulip/cli/report.py"],
+    "vision_probe": [
+        "tulip/eval/vision_probe.py",
+        "tulip/eval/datasets/mmvp.py",
+        "tulip/data/fashion_mnist.py",
+        "tulip/data/io.py",
+        "tulip/cli/evaluate.py",
+    ],
+    "eval_features": [
+        "tulip/models",
+        "tulip/eval/datasets",
+        "tulip/eval/data",
+        "tulip/eval/features.py",
+        "tulip/eval/models.py",
+        "tulip/eval/registry.py",
+        "tulip/cli/evaluate.py",
+    ],
+    # Everything in tulip/eval except the summary, its plots and the probe builder.
+    "eval_task": [
+        "tulip/models",
+        "tulip/eval/datasets",
+        "tulip/eval/data",
+        "tulip/eval/templates",
+        "tulip/eval/features.py",
+        "tulip/eval/models.py",
+        "tulip/eval/registry.py",
+        "tulip/eval/tasks.py",
+        "tulip/eval/zeroshot.py",
+        "tulip/eval/linear_probe.py",
+        "tulip/eval/logistic_solver.py",
+        "tulip/eval/retrieval.py",
+        "tulip/eval/winoground.py",
+        "tulip/eval/mmvp.py",
+        "tulip/cli/evaluate.py",
+    ],
+    "evaluate": [
+        "tulip/eval/summary.py",
+        "tulip/eval/plots.py",
+        "tulip/eval/registry.py",
+        "tulip/tracking",
+        "tulip/cli/evaluate.py",
+    ],
+    "report": ["tulip/report", "tulip/eval/summary.py", "tulip/eval/registry.py", "tulip/cli/report.py"],
 }
 
 TINY_LM = "resources/geco/tiny-lm"
 TINY_EDITOR = "resources/geco/tiny-instruct-pix2pix"
 FASHION_MNIST_PAIRS = "resources/fashion_mnist/pairs.tsv"
 FASHION_MNIST_EVAL = "resources/eval/fashion_mnist"
+VISION_PROBE = "resources/eval/vision_probe"
+PRETRAINED_MODEL = "tulip"  # name of the pretrained checkpoint in evaluation outputs
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 LOCAL_TRACKING_STORE = not config["tracking"].get("uri")
 TRACKING_URI = config["tracking"].get("uri") or tulip_workflow.default_tracking_uri("results")
@@ -86,28 +130,115 @@ def pairs_tables():
     return [tables] if isinstance(tables, str) else list(tables)
 
 
-def eval_dataset_root():
-    return config["eval"].get("dataset_root") or FASHION_MNIST_EVAL
-
-
 def geco_model_input(kind):
     """The configured GeCo model as an input, when it is a locally built tiny stand-in."""
     model = config["geco"][kind]["model"]
     return [model] if model in (TINY_LM, TINY_EDITOR) else []
 
 
-def shots_label(shots):
-    return "full" if shots is None else str(shots)
+def eval_models():
+    """Every model to evaluate, by name: the pretrained checkpoint and the models in eval.models."""
+    models = {PRETRAINED_MODEL: {"name": PRETRAINED_MODEL, "type": "tulip", "weights": rules.pretrain.output.weights}}
+    for entry in config["eval"]["models"]:
+        if entry["name"] in models:
+            raise ValueError(f"eval.models: the name {entry['name']!r} is taken; choose another")
+        models[entry["name"]] = {"type": "open_clip", **entry}
+    return models
 
 
-def eval_outputs():
-    dataset = config["eval"]["dataset"]
-    outputs = [f"results/evaluate/{dataset}_zeroshot_classification.json"]
-    outputs += [
-        f"results/evaluate/{dataset}_linear_probe_{shots_label(s)}shot.json"
-        for s in config["eval"]["shots"]
+def eval_datasets():
+    """Dataset entries of eval.datasets that have a root, by name."""
+    return {name: entry for name, entry in config["eval"]["datasets"].items() if entry.get("root")}
+
+
+def eval_results():
+    """Every result JSON the evaluation writes: one per (model, dataset, task)."""
+    shots = config["eval"]["linear_probe"]["shots"]
+    results = [
+        f"results/evaluate/{model}/{name}/{task}.json"
+        for model in eval_models()
+        for name, entry in eval_datasets().items()
+        for task in eval_registry.task_outputs(entry, shots)
     ]
-    return outputs
+    if not results:
+        raise ValueError("no dataset under eval.datasets has a root; set the root of at least one")
+    return results
+
+
+def _eval_entry(wildcards):
+    entries = eval_datasets()
+    if wildcards.dataset not in entries:
+        raise ValueError(f"dataset {wildcards.dataset!r} is not in eval.datasets or has no root")
+    return entries[wildcards.dataset]
+
+
+def _eval_model(wildcards):
+    models = eval_models()
+    if wildcards.model not in models:
+        raise ValueError(f"model {wildcards.model!r} is neither {PRETRAINED_MODEL!r} nor in eval.models")
+    return models[wildcards.model]
+
+
+def _eval_settings(*keys):
+    """Shared eval keys a job depends on; "seed" only where it changes the result."""
+    return {key: config["eval"][key] for key in ("batch_size", "workers", "precision", *keys)}
+
+
+def eval_model_json(wildcards):
+    return tulip_workflow.canonical_json(_eval_model(wildcards))
+
+
+def eval_dataset_json(wildcards):
+    """The dataset entry without its task list, so adding a task does not rerun the others."""
+    entry = {k: v for k, v in _eval_entry(wildcards).items() if k != "tasks"}
+    return tulip_workflow.canonical_json(entry)
+
+
+def eval_features_json(wildcards):
+    """Feature settings; the training pool also needs the images per class the probes use and the seed."""
+    if wildcards.role == "test":
+        return tulip_workflow.canonical_json(_eval_settings())
+    probe = config["eval"]["linear_probe"]
+    per_class = eval_registry.probe_pool_per_class(probe["shots"], probe["val_per_class"], probe["trials"])
+    return tulip_workflow.canonical_json({**_eval_settings("seed"), "per_class": per_class})
+
+
+def eval_task_json(wildcards):
+    """Settings of one task: the shared keys plus the task's own section (a probe's without the shot list)."""
+    task, _ = eval_registry.parse_task_name(wildcards.task)
+    section = dict(config["eval"].get(task, {}))
+    section.pop("shots", None)
+    shared = _eval_settings("seed") if task == eval_registry.LINEAR_PROBE else _eval_settings()
+    return tulip_workflow.canonical_json({**shared, task: section})
+
+
+def _model_inputs(wildcards):
+    weights = _eval_model(wildcards).get("weights")
+    is_file = weights and (weights.endswith(WEIGHT_SUFFIXES) or Path(weights).exists())
+    return {"weights": weights} if is_file else {}
+
+
+def eval_dataset_index(wildcards):
+    """The file (or folder) whose presence marks the dataset as ready; built datasets name their rule's output."""
+    entry = _eval_entry(wildcards)
+    return str(Path(entry["root"]) / eval_registry.reader_info(entry["reader"]).index)
+
+
+def eval_features_inputs(wildcards):
+    return {**_model_inputs(wildcards), "dataset": eval_dataset_index(wildcards)}
+
+
+def eval_classification_inputs(wildcards):
+    """Cached features (the test split, plus the training pool for probes) and, for zero-shot, the model."""
+    folder = f"results/evaluate/{wildcards.model}/{wildcards.dataset}/features"
+    task, _ = eval_registry.parse_task_name(wildcards.task)
+    if task == eval_registry.LINEAR_PROBE:
+        return {"features": [f"{folder}/test.pt", f"{folder}/train.pt"]}
+    return {**_model_inputs(wildcards), "features": [f"{folder}/test.pt"]}
+
+
+def eval_matching_inputs(wildcards):
+    return {**_model_inputs(wildcards), "dataset": eval_dataset_index(wildcards)}
 
 
 def start_workflow_run():

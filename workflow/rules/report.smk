@@ -4,7 +4,8 @@
 rule report:
     input:
         metrics=rules.pretrain.output.metrics,
-        evaluation=rules.evaluate.output,
+        evaluation=eval_results(),
+        eval_plot=rules.evaluate.output.headline,
         download=rules.download.output.stats,
         text_views=rules.augment_text.output.stats,
         image_views=rules.augment_images.output.stats,
@@ -21,6 +22,6 @@ rule report:
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m tulip report --metrics {input.metrics} --eval {input.evaluation} "
+        "python -m tulip report --metrics {input.metrics} --eval {input.evaluation} --eval-plot {input.eval_plot} "
         "--stats download={input.download} text_views={input.text_views} image_views={input.image_views} "
         "shards={input.shards} pretrain={input.train} --out-dir $(dirname {output.markdown}) > {log} 2>&1"

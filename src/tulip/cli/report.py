@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="write report.md and report.html for a run")
     p.add_argument("--metrics", required=True, help="metrics.jsonl of the pretraining stage")
     p.add_argument("--eval", nargs="+", required=True, help="evaluation result JSON files")
+    p.add_argument("--eval-plot", help="headline figure of the evaluation summary, embedded in the report")
     p.add_argument("--stats", nargs="*", default=[], metavar="NAME=FILE", help="stage statistics JSON files to include")
     p.add_argument("--out-dir", required=True)
     add_stage_argument(p, "report")
@@ -30,6 +31,6 @@ def report(args: argparse.Namespace) -> None:
             raise SystemExit(f"--stats expects NAME=FILE, got {item!r}")
         stats[name] = json.loads(Path(path).read_text())
     with stage_run(args.stage_name) as run:
-        paths = build_report(args.metrics, args.eval, stats, args.out_dir)
+        paths = build_report(args.metrics, args.eval, stats, args.out_dir, args.eval_plot)
         for path in paths.values():
             run.log_artifact(path, "report")

@@ -8,37 +8,39 @@ import json
 from pathlib import Path
 
 from tulip.data.io import atomic_write_text
+from tulip.eval.summary import headline_rows, load_results
 from tulip.report.plots import plot_loss_curves, read_metrics
 
-_CHANCE_NOTE = "Chance level is 1 / number of classes for top-1 accuracy."
+_CHANCE_NOTE = (
+    "Chance: 1 / classes for top-1 accuracy, k / images for Recall@k, 25 % (text, image) and 16.67 % (group) "
+    "for Winoground, 25 % per pair and 50 % per statement for MMVP-style pairs."
+)
 
 
 def _eval_rows(eval_files: list[Path]) -> list[dict]:
-    rows = []
-    for path in sorted(eval_files):
-        result = json.loads(path.read_text())
-        task = result["task"] + (f" ({result['shots']}-shot)" if "shots" in result else "")
-        metrics = result["metrics"]
-        top1 = metrics.get("acc1", metrics.get("lp_acc1"))
-        top5 = metrics.get("acc5", metrics.get("lp_acc5"))
-        num_classes = len(result.get("classnames", [])) or len(result.get("fitted_per_class", {})) or None
-        rows.append({
-            "dataset": result["dataset"], "task": task, "top1": top1, "top5": top5,
-            "chance": 1.0 / num_classes if num_classes else None,
-        })
-    return rows
+    return [row for record in load_results(eval_files) for row in headline_rows(record)]
 
 
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def build_report(metrics_path: str | Path, eval_files: list[str | Path], stage_stats: dict[str, dict], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``loss_curve.png`` into ``out_dir``; return their paths."""
+def build_report(
+    metrics_path: str | Path, eval_files: list[str | Path], stage_stats: dict[str, dict], out_dir: str | Path,
+    eval_plot: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``loss_curve.png`` into ``out_dir``; return their paths.
+
+    ``eval_plot`` is the evaluation stage's headline figure, copied beside the report and embedded.
+    """
     out_dir = Path(out_dir)
     records = read_metrics(metrics_path)
     plot = plot_loss_curves(records, out_dir / "loss_curve.png")
     rows = _eval_rows([Path(p) for p in eval_files])
+    eval_figure = None
+    if eval_plot:
+        eval_figure = out_dir / "evaluation.png"
+        eval_figure.write_bytes(Path(eval_plot).read_bytes())
     last = records[-1] if records else {}
 
     md = ["# tulip run report", "", "## Pretraining", ""]
@@ -48,9 +50,13 @@ def build_report(metrics_path: str | Path, eval_files: list[str | Path], stage_s
                f"bias b = {last.get('logit_bias', float('nan')):.3f}",
                f"- throughput at the end: {last.get('samples_per_s', 0):.1f} samples/s", ""]
     md += ["![loss curve](loss_curve.png)", "", "## Evaluation", "",
-           "| dataset | task | top-1 % | top-5 % | chance top-1 % |", "|---|---|---|---|---|"]
-    md += [f"| {r['dataset']} | {r['task']} | {_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['chance'])} |" for r in rows]
-    md += ["", _CHANCE_NOTE, "", "## Stages", ""]
+           "| model | dataset | task | metric | value % | chance % |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['model']} | {r['dataset']} | {r['task']} | {r['metric']} | {_pct(r['value'])} | {_pct(r['chance'])} |"
+           for r in rows]
+    md += ["", _CHANCE_NOTE, ""]
+    if eval_figure:
+        md += ["![evaluation](evaluation.png)", ""]
+    md += ["## Stages", ""]
     for stage, stats in stage_stats.items():
         md.append(f"- **{stage}**: `{json.dumps(stats, sort_keys=True)}`")
     md.append("")
@@ -58,10 +64,15 @@ def build_report(metrics_path: str | Path, eval_files: list[str | Path], stage_s
 
     image = base64.b64encode(plot.read_bytes()).decode("ascii")
     table_rows = "".join(
-        f"<tr><td>{html.escape(r['dataset'])}</td><td>{html.escape(r['task'])}</td><td>{_pct(r['top1'])}</td>"
-        f"<td>{_pct(r['top5'])}</td><td>{_pct(r['chance'])}</td></tr>"
+        "<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in ("model", "dataset", "task", "metric"))
+        + f"<td>{_pct(r['value'])}</td><td>{_pct(r['chance'])}</td></tr>"
         for r in rows
     )
+    eval_image = ""
+    if eval_figure:
+        encoded = base64.b64encode(eval_figure.read_bytes()).decode("ascii")
+        eval_image = f'<img alt="evaluation" src="data:image/png;base64,{encoded}">'
+
     stage_items = "".join(
         f"<li><b>{html.escape(s)}</b>: <code>{html.escape(json.dumps(v, sort_keys=True))}</code></li>" for s, v in stage_stats.items()
     )
@@ -72,11 +83,12 @@ td,th{{border:1px solid #999;padding:0.3em 0.6em;text-align:right}}</style></hea
 <h1>tulip run report</h1>
 <h2>Pretraining</h2><img alt="loss curve" src="data:image/png;base64,{image}">
 <h2>Evaluation</h2>
-<table id="evaluation"><tr><th>dataset</th><th>task</th><th>top-1 %</th><th>top-5 %</th><th>chance top-1 %</th></tr>{table_rows}</table>
-<p>{_CHANCE_NOTE}</p>
+<table id="evaluation"><tr><th>model</th><th>dataset</th><th>task</th><th>metric</th><th>value %</th><th>chance %</th></tr>{table_rows}</table>
+<p>{_CHANCE_NOTE}</p>{eval_image}
 <h2>Stages</h2><ul>{stage_items}</ul>
 </body></html>
 """
     atomic_write_text(out_dir / "report.md", markdown)
     atomic_write_text(out_dir / "report.html", page)
-    return {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "loss_curve": plot}
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "loss_curve": plot}
+    return paths | ({"evaluation": eval_figure} if eval_figure else {})
