@@ -62,24 +62,36 @@ def _decode_image(data: bytes) -> Image.Image:
 
 
 class SampleDecoder:
-    """Turn a raw webdataset sample into tensors; raises on a sample without an image or caption."""
+    """Turn a raw webdataset sample into tensors; raises on a sample without an image or caption.
 
-    def __init__(self, image_transform: Callable, tokenizer: Callable, use_views: bool):
+    With a ``crop_transform`` (``tulip.data.crops.MultiCropTransform``) the sample also gets
+    ``global_crops`` [G, C, H, W] and ``local_crops`` [L, C, h, w], and ``image`` is the first global crop.
+    """
+
+    def __init__(
+        self, image_transform: Callable, tokenizer: Callable, use_views: bool, crop_transform: Callable | None = None
+    ):
         self.image_transform = image_transform
         self.tokenizer = tokenizer
         self.use_views = use_views
+        self.crop_transform = crop_transform
 
     def __call__(self, raw: dict) -> dict:
         key = raw.get("__key__", "?")
         if "jpg" not in raw or "txt" not in raw:
             raise ValueError(f"sample {key!r} has no jpg image or txt caption (members: {sorted(raw)})")
         caption = raw["txt"].decode("utf-8")
+        image = _decode_image(raw["jpg"])
         sample = {
             "key": key,
-            "image": self.image_transform(_decode_image(raw["jpg"])),
             "text": self.tokenizer([caption])[0],
             "meta": json.loads(raw["json"]) if "json" in raw else {},
         }
+        if self.crop_transform is None:
+            sample["image"] = self.image_transform(image)
+        else:
+            sample.update(self.crop_transform(image))
+            sample["image"] = sample["global_crops"][0]
         if self.use_views and "pos.txt" in raw and "neg.txt" in raw:
             texts = [raw["pos.txt"].decode("utf-8"), raw["neg.txt"].decode("utf-8")]
             sample["text_views"] = self.tokenizer(texts)  # [2, L]: positive, negative
@@ -94,9 +106,15 @@ def collate(samples: list[dict]) -> dict:
     """Stack samples into a batch; views are packed with the batch indices of the samples that own them."""
     batch = {
         "key": [s["key"] for s in samples],
-        "image": torch.stack([s["image"] for s in samples]),  # [B, C, H, W]
         "text": torch.stack([s["text"] for s in samples]),  # [B, L]
     }
+    for name in ("global_crops", "local_crops"):
+        if name in samples[0]:
+            batch[name] = torch.stack([s[name] for s in samples])  # [B, G or L, C, H, W]
+    if "global_crops" in batch:
+        batch["image"] = batch["global_crops"][:, 0]  # a view: the first global crop is the image
+    else:
+        batch["image"] = torch.stack([s["image"] for s in samples])  # [B, C, H, W]
     for name in ("text_views", "image_views"):
         owners = [i for i, s in enumerate(samples) if name in s]
         batch[f"{name}_index"] = torch.tensor(owners, dtype=torch.long)  # [K]
@@ -112,8 +130,12 @@ def build_train_loader(
     options: LoaderOptions,
     batches_per_epoch: int,
     skips: SkipCounter | None = None,
+    crop_transform: Callable | None = None,
 ) -> wds.WebLoader:
-    """Return a loader yielding exactly ``batches_per_epoch`` batches per epoch on this rank."""
+    """Return a loader yielding exactly ``batches_per_epoch`` batches per epoch on this rank.
+
+    ``crop_transform`` adds multi-crop views to every sample, see ``SampleDecoder``.
+    """
     if not shard_urls:
         raise ValueError("no training shards given")
     workers = max(options.num_workers, 1)
@@ -123,7 +145,7 @@ def build_train_loader(
             "so that every rank takes the same number of steps"
         )
     handler = (skips or SkipCounter("train-loader")).handler
-    decoder = SampleDecoder(image_transform, tokenizer, options.use_views)
+    decoder = SampleDecoder(image_transform, tokenizer, options.use_views, crop_transform)
     pipeline = wds.DataPipeline(
         wds.ResampledShards(shard_urls, seed=options.seed, deterministic=True),
         wds.tarfile_to_samples(handler=handler),

@@ -7,7 +7,7 @@ from torchvision.transforms import InterpolationMode
 
 from tulip.models.config import ModelConfig
 
-_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+INTERPOLATION_MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
 
 def _to_rgb(image):
@@ -17,7 +17,7 @@ def _to_rgb(image):
 def image_transform(cfg: ModelConfig, train: bool, crop_scale: tuple[float, float] = (0.8, 1.0)) -> T.Compose:
     """Return the PIL -> tensor [3, S, S] pipeline: a random resized crop for training, a resize for evaluation."""
     size = cfg.vision.image_size
-    interpolation = _INTERPOLATION[cfg.interpolation]
+    interpolation = INTERPOLATION_MODES[cfg.interpolation]
     normalize = T.Normalize(mean=cfg.image_mean, std=cfg.image_std)
     if train:
         steps = [_to_rgb, T.RandomResizedCrop(size, scale=crop_scale, interpolation=interpolation)]
