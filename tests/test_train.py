@@ -82,3 +82,92 @@ def test_learning_rate_schedule():
     assert learning_rate(55, 1.0, 100, 10, "cosine", 0.0) == pytest.approx(0.5)
     assert learning_rate(100, 1.0, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert learning_rate(70, 1.0, 100, 10, "constant", 0.0) == 1.0
+
+
+FULL_OBJECTIVE = {
+    "loss_weights": {
+        "image_text_loss": 1.0,
+        "image_image_loss": 0.5,
+        "text_text_loss": 0.5,
+        "image_reconstruction_loss": 0.25,
+        "text_reconstruction_loss": 0.1,
+    },
+    "objective": {
+        "crops": {"global_crops": 2, "local_crops": 2, "local_size": 16},
+        "image_reconstruction": {"width": 32, "depth": 1, "heads": 4},
+        "text_reconstruction": {"width": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def views_manifest(tmp_path_factory):
+    """Shards in which every fourth sample carries generated views (an edited image and two captions)."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    from PIL import Image, ImageOps
+
+    from tulip.data.download import read_samples
+
+    root = tmp_path_factory.mktemp("views-data")
+    table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=128, seed=1)
+    download_table(read_pairs_table(table), root / "download", DownloadOptions(threads=2))
+    (root / "views").mkdir()
+    samples = []
+    for index, row in enumerate(read_samples(root / "download" / "samples.tsv")):
+        sample = {"key": row["key"], "image": row["image"], "caption": row["caption"]}
+        if index % 4 == 0:
+            with Image.open(row["image"]) as image:
+                ImageOps.mirror(image).save(root / "views" / f"{row['key']}_pos.jpg")
+                ImageOps.invert(image.convert("RGB")).save(root / "views" / f"{row['key']}_neg.jpg")
+            sample["image_views"] = {"positive": str(root / "views" / f"{row['key']}_pos.jpg"),
+                                     "negative": str(root / "views" / f"{row['key']}_neg.jpg")}
+            sample["text_views"] = {"positive": "a picture of " + row["caption"], "negative": "not " + row["caption"]}
+        samples.append(sample)
+    write_shards(samples, root / "shards", samples_per_shard=64)
+    return root / "shards" / "manifest.json"
+
+
+def _full_config(**overrides) -> TrainConfig:
+    values = dict(FULL_OBJECTIVE, steps=4, batch_size=16, lr=5e-4, warmup_steps=1, log_every=1, checkpoint_every=2,
+                  shuffle_buffer=32)
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def test_full_objective_run_logs_every_term(views_manifest, tmp_path):
+    """All five terms train together; each record's loss is the weighted sum of its logged terms."""
+    from tulip.models import create_model_from_checkpoint
+
+    cfg = _full_config()
+    run_training(cfg, views_manifest, tmp_path, tmp_path / "model.pt")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    weights = FULL_OBJECTIVE["loss_weights"]
+    for record in records:
+        assert record["loss"] == pytest.approx(sum(w * record[name] for name, w in weights.items()), rel=1e-5)
+    assert {"teacher_momentum", "image_image_logit_scale", "text_text_logit_bias"} <= set(records[-1])
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "step_00000004.pt")
+    assert any(key.startswith("image_decoder.") for key in state["objective"])
+    teacher_weight = state["teacher"]["visual.trunk.patch_embed.proj.weight"]
+    assert not torch.equal(teacher_weight, state["model"]["visual.trunk.patch_embed.proj.weight"])
+    model = create_model_from_checkpoint(tmp_path / "model.pt")
+    assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 128)
+
+
+def test_full_objective_resume_restores_heads_and_teacher(views_manifest, tmp_path):
+    from tulip.train.loop import Trainer
+
+    partial = tmp_path / "partial"
+    run_training(_full_config(steps=2), views_manifest, partial, partial / "model.pt")
+    state = torch.load(partial / "checkpoints" / "step_00000002.pt", weights_only=False)
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    state["config_hash"] = Trainer(_full_config(), views_manifest, resumed_dir).config_hash
+    torch.save(state, resumed_dir / "checkpoints" / "step_00000002.pt")
+    trainer = Trainer(_full_config(), views_manifest, resumed_dir)
+    assert trainer.resumed_from == 2
+    for key, value in state["teacher"].items():
+        assert torch.equal(trainer.teacher.state_dict()[key], value), key
+    for key, value in state["objective"].items():
+        assert torch.equal(trainer.task.objective_state_dict()[key], value), key

@@ -23,14 +23,14 @@ from torch import nn
 
 from tulip import distributed
 from tulip.losses.contrastive import SigmoidContrastiveLoss
-from tulip.losses.labels import NEGATIVE, POSITIVE, cat_indices, generated_views, sample_view_grid
+from tulip.losses.labels import image_image_indices
 
 
 class ImageImageLoss(nn.Module):
     """Sigmoid loss of student image views (rows) against teacher targets (columns), see the module docstring.
 
-    View ids: global crops 0 .. G-1, local crops G .. G+L-1, the generated positive G+L and the
-    generated negative G+L+1. Every rank must hold the same number of samples.
+    Rows and columns are laid out by ``tulip.losses.labels.image_image_indices``. Every rank must
+    hold the same number of samples.
     """
 
     def __init__(self, exchange: str = "gather", chunk_size: int | None = None):
@@ -68,29 +68,27 @@ class ImageImageLoss(nn.Module):
                 f"teacher global crops {tuple(teacher_global.shape)} do not match the student's {tuple(student_global.shape)}"
             )
         num_local = 0 if student_local is None else student_local.shape[1]
-        offset = distributed.get_rank() * batch
-        device = student_global.device
+        has_positives = positive_owners is not None and positive_owners.numel() > 0
+        has_negatives = negative_owners is not None and negative_owners.numel() > 0
+        if has_positives and (student_positive is None or teacher_positive is None):
+            raise ValueError("generated positives need both the student's and the teacher's embeddings")
+        if has_negatives and teacher_negative is None:
+            raise ValueError("generated negatives need the teacher's embeddings")
+        row_index, col_index = image_image_indices(
+            batch, num_global, num_local, distributed.get_rank() * batch,
+            positive_owners if has_positives else None, negative_owners if has_negatives else None,
+            device=student_global.device,
+        )
         rows = [student_global.reshape(batch * num_global, dim)]
-        row_index = [sample_view_grid(batch, 0, num_global, offset, device)]
         cols = [teacher_global.reshape(batch * num_global, dim)]
-        col_index = [sample_view_grid(batch, 0, num_global, offset, device)]
         if num_local:
             rows.append(student_local.reshape(batch * num_local, dim))
-            row_index.append(sample_view_grid(batch, num_global, num_local, offset, device))
-        positive_view, negative_view = num_global + num_local, num_global + num_local + 1
-        if positive_owners is not None and positive_owners.numel():
-            if student_positive is None or teacher_positive is None:
-                raise ValueError("generated positives need both the student's and the teacher's embeddings")
-            positive_index = generated_views(positive_owners, offset, positive_view, POSITIVE)
+        if has_positives:
             rows.append(student_positive)
-            row_index.append(positive_index)
             cols.append(teacher_positive)
-            col_index.append(positive_index)
-        if negative_owners is not None and negative_owners.numel():
+        if has_negatives:
             cols.append(teacher_negative)
-            col_index.append(generated_views(negative_owners, offset, negative_view, NEGATIVE))
         loss = self.contrastive(
-            torch.cat(rows), cat_indices(row_index), torch.cat(cols), cat_indices(col_index),
-            logit_scale, logit_bias, same_modality=True,
+            torch.cat(rows), row_index, torch.cat(cols), col_index, logit_scale, logit_bias, same_modality=True
         )
         return {"image_image_loss": loss}

@@ -7,16 +7,15 @@ from torch import nn
 
 from tulip import distributed
 from tulip.losses.contrastive import SigmoidContrastiveLoss
-from tulip.losses.labels import NEGATIVE, cat_indices, generated_views, sample_views
+from tulip.losses.labels import image_text_indices
 
 
-def _append(features: list, indices: list, extra: torch.Tensor | None, owners: torch.Tensor | None, offset: int):
-    if extra is None or extra.shape[0] == 0:
-        return
-    if owners is None or owners.shape[0] != extra.shape[0]:
-        raise ValueError(f"{extra.shape[0]} generated negatives need as many owner indices, got {owners}")
-    features.append(extra)
-    indices.append(generated_views(owners, offset, view=1, role=NEGATIVE))
+def _with_extra(features: torch.Tensor, extra: torch.Tensor | None, owners: torch.Tensor | None) -> torch.Tensor:
+    if owners is None or owners.numel() == 0:
+        return features
+    if extra is None or extra.shape[0] != owners.shape[0]:
+        raise ValueError(f"{owners.shape[0]} generated-view owners need as many embeddings, got {extra}")
+    return torch.cat([features, extra])
 
 
 class ImageTextLoss(nn.Module):
@@ -61,13 +60,12 @@ class ImageTextLoss(nn.Module):
         n = image_features.shape[0]
         if text_features.shape[0] != n:
             raise ValueError(f"{n} images but {text_features.shape[0]} captions; image-text pairs must align")
-        offset = distributed.get_rank() * n
-        rows, row_index = [image_features], [sample_views(n, offset, view=0, device=image_features.device)]
-        cols, col_index = [text_features], [sample_views(n, offset, view=0, device=text_features.device)]
-        _append(rows, row_index, negative_images, negative_image_owners, offset)
-        _append(cols, col_index, negative_texts, negative_text_owners, offset)
+        rows, cols = image_text_indices(
+            n, distributed.get_rank() * n, negative_image_owners, negative_text_owners, device=image_features.device
+        )
         loss = self.contrastive(
-            torch.cat(rows), cat_indices(row_index), torch.cat(cols), cat_indices(col_index),
+            _with_extra(image_features, negative_images, negative_image_owners), rows,
+            _with_extra(text_features, negative_texts, negative_text_owners), cols,
             logit_scale, logit_bias, same_modality=False,
         )
         return {"image_text_loss": loss}

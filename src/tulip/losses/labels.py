@@ -146,3 +146,82 @@ def pair_labels(
     dropped = dropped | (rows.role == PADDING)[:, None] | (cols.role == PADDING)[None, :]
     labels = torch.where(positive, 1.0, -1.0).to(dtype)
     return labels.masked_fill(dropped, 0.0)
+
+
+def _has(owners: torch.Tensor | None) -> bool:
+    return owners is not None and owners.numel() > 0
+
+
+def image_text_indices(
+    batch_size: int,
+    sample_offset: int,
+    negative_image_owners: torch.Tensor | None = None,
+    negative_text_owners: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[ViewIndex, ViewIndex]:
+    """Return (rows, columns) of the image-text matrix on one rank.
+
+    Rows: the batch's images, then the generated negative images [K]. Columns: the captions, then the
+    generated negative captions [K']. Owners are local batch positions.
+    """
+    rows = [sample_views(batch_size, sample_offset, view=0, device=device)]
+    cols = [sample_views(batch_size, sample_offset, view=0, device=device)]
+    if _has(negative_image_owners):
+        rows.append(generated_views(negative_image_owners, sample_offset, view=1, role=NEGATIVE))
+    if _has(negative_text_owners):
+        cols.append(generated_views(negative_text_owners, sample_offset, view=1, role=NEGATIVE))
+    return cat_indices(rows), cat_indices(cols)
+
+
+def image_image_indices(
+    batch_size: int,
+    num_global: int,
+    num_local: int,
+    sample_offset: int,
+    positive_owners: torch.Tensor | None = None,
+    negative_owners: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[ViewIndex, ViewIndex]:
+    """Return (rows, columns) of the image-image matrix on one rank.
+
+    Rows (student): global crops [B * G] sample-major, local crops [B * L] sample-major, then the
+    generated positives [K]. Columns (teacher): global crops [B * G], generated positives [K], then
+    generated negatives [K']. View ids: global crops 0 .. G-1, local crops G .. G+L-1, the generated
+    positive G+L and the generated negative G+L+1, so a crop's student and teacher embeddings form
+    a self-pair (label 0).
+    """
+    positive_view, negative_view = num_global + num_local, num_global + num_local + 1
+    rows = [sample_view_grid(batch_size, 0, num_global, sample_offset, device)]
+    cols = [sample_view_grid(batch_size, 0, num_global, sample_offset, device)]
+    if num_local:
+        rows.append(sample_view_grid(batch_size, num_global, num_local, sample_offset, device))
+    if _has(positive_owners):
+        positives = generated_views(positive_owners, sample_offset, positive_view, POSITIVE)
+        rows.append(positives)
+        cols.append(positives)
+    if _has(negative_owners):
+        cols.append(generated_views(negative_owners, sample_offset, negative_view, NEGATIVE))
+    return cat_indices(rows), cat_indices(cols)
+
+
+def text_text_indices(
+    batch_size: int,
+    sample_offset: int,
+    positive_owners: torch.Tensor | None = None,
+    negative_owners: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[ViewIndex, ViewIndex]:
+    """Return (rows, columns) of the text-text matrix on one rank.
+
+    Rows: the captions [B], then the generated positives [K]. Columns: the captions, the generated
+    positives [K], then the generated negatives [K']. View ids: 0 caption, 1 positive, 2 negative.
+    """
+    captions = sample_views(batch_size, sample_offset, view=0, device=device)
+    rows, cols = [captions], [captions]
+    if _has(positive_owners):
+        positives = generated_views(positive_owners, sample_offset, view=1, role=POSITIVE)
+        rows.append(positives)
+        cols.append(positives)
+    if _has(negative_owners):
+        cols.append(generated_views(negative_owners, sample_offset, view=2, role=NEGATIVE))
+    return cat_indices(rows), cat_indices(cols)

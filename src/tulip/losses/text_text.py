@@ -16,7 +16,7 @@ from torch import nn
 
 from tulip import distributed
 from tulip.losses.contrastive import SigmoidContrastiveLoss
-from tulip.losses.labels import NEGATIVE, POSITIVE, cat_indices, generated_views, sample_views
+from tulip.losses.labels import text_text_indices
 
 
 class TextTextLoss(nn.Module):
@@ -45,21 +45,20 @@ class TextTextLoss(nn.Module):
             negative_texts: embeddings [K', D] of hard-negative captions, owned by ``negative_owners`` [K'].
         """
         batch = text_features.shape[0]
-        offset = distributed.get_rank() * batch
-        captions = sample_views(batch, offset, view=0, device=text_features.device)
-        rows, row_index = [text_features], [captions]
-        cols, col_index = [text_features], [captions]
-        if positive_owners is not None and positive_owners.numel():
-            positive_index = generated_views(positive_owners, offset, view=1, role=POSITIVE)
+        has_positives = positive_owners is not None and positive_owners.numel() > 0
+        has_negatives = negative_owners is not None and negative_owners.numel() > 0
+        row_index, col_index = text_text_indices(
+            batch, distributed.get_rank() * batch,
+            positive_owners if has_positives else None, negative_owners if has_negatives else None,
+            device=text_features.device,
+        )
+        rows, cols = [text_features], [text_features]
+        if has_positives:
             rows.append(positive_texts)
-            row_index.append(positive_index)
             cols.append(positive_texts)
-            col_index.append(positive_index)
-        if negative_owners is not None and negative_owners.numel():
+        if has_negatives:
             cols.append(negative_texts)
-            col_index.append(generated_views(negative_owners, offset, view=2, role=NEGATIVE))
         loss = self.contrastive(
-            torch.cat(rows), cat_indices(row_index), torch.cat(cols), cat_indices(col_index),
-            logit_scale, logit_bias, same_modality=True,
+            torch.cat(rows), row_index, torch.cat(cols), col_index, logit_scale, logit_bias, same_modality=True
         )
         return {"text_text_loss": loss}
