@@ -25,7 +25,7 @@ ALL_TERMS = {
 }
 SMALL_DECODERS = {
     "image_reconstruction": {"width": 32, "depth": 1, "heads": 4},
-    "text_reconstruction": {"width": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+    "text_reconstruction": {"layers": 1, "heads": 2, "ff_dim": 64},
 }
 
 
@@ -237,3 +237,14 @@ def test_unknown_objective_key_rejected():
 def test_unknown_loss_term_rejected():
     with pytest.raises(ValueError, match="image_txt_loss"):
         TrainConfig.from_dict({"loss_weights": {"image_txt_loss": 1.0}})
+
+
+def test_text_decoder_shares_or_owns_token_embedding():
+    shared, _ = _task(_config({"text_reconstruction_loss": 1.0},
+                              text_reconstruction={"condition": "image", "layers": 1, "heads": 2, "ff_dim": 64}))
+    assert shared.text_decoder.stack.embed_tokens is shared.model.text.token_embedding
+    assert shared.model.text.token_embedding.weight.requires_grad  # trained through the decoder
+    assert not shared.model.text.text_projection.weight.requires_grad  # captioning from images reads no text embedding
+    owned, _ = _task(_config({"text_reconstruction_loss": 1.0},
+                             text_reconstruction={"share_token_embedding": False, "width": 32, "heads": 2}))
+    assert owned.text_decoder.stack.embed_tokens.weight.shape == (49408, 32)

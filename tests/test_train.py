@@ -95,7 +95,7 @@ FULL_OBJECTIVE = {
     "objective": {
         "crops": {"global_crops": 2, "local_crops": 2, "local_size": 16},
         "image_reconstruction": {"width": 32, "depth": 1, "heads": 4},
-        "text_reconstruction": {"width": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+        "text_reconstruction": {"layers": 1, "heads": 2, "ff_dim": 64},
     },
 }
 

@@ -28,6 +28,7 @@ STAGE_CODE = {
         "tulip/losses",
         "tulip/train",
         "tulip/data/loader.py",
+        "tulip/data/crops.py",
         "tulip/data/stats.py",
         "tulip/data/shards.py",
         "tulip/distributed.py",

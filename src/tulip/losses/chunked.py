@@ -27,8 +27,7 @@ class _TiledSigmoidLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, logit_scale, logit_bias, rows, cols, same_modality, chunk_size):
         needs_grad = any(ctx.needs_input_grad[:4])
-        scale = logit_scale.to(x.dtype)
-        bias = logit_bias.to(x.dtype)
+        scale, bias = float(logit_scale), float(logit_bias)
         total = x.new_zeros(())
         grad_x = torch.zeros_like(x) if needs_grad else None
         grad_y = torch.zeros_like(y) if needs_grad else None
@@ -41,12 +40,12 @@ class _TiledSigmoidLoss(torch.autograd.Function):
                 y_tile = y[j : j + chunk_size]
                 labels = pair_labels(rows_tile, cols[j : j + chunk_size], same_modality, dtype=x.dtype)
                 similarity = x_tile @ y_tile.T  # [c_x, c_y]
-                signed = labels * (scale * similarity + bias)
-                # logsigmoid(0) is not 0, so pairs labelled 0 are removed explicitly.
-                total = total - (F.logsigmoid(signed) * labels.abs()).sum()
+                signed = similarity.mul(scale).add_(bias).mul_(labels)  # z * (t * <x, y> + b)
+                # logsigmoid(0) is not 0, so pairs labelled 0 are removed by weighting with |z|.
+                total -= torch.dot(F.logsigmoid(signed).view(-1), labels.abs().view(-1))
                 if needs_grad:
-                    grad_logits = -labels * torch.sigmoid(-signed)  # [c_x, c_y]; 0 where the label is 0
-                    grad_scale += (grad_logits * similarity).sum()
+                    grad_logits = torch.sigmoid(signed.neg_()).mul_(labels).neg_()  # -z * sigmoid(-z * l); 0 if z = 0
+                    grad_scale += torch.dot(grad_logits.view(-1), similarity.view(-1))
                     grad_bias += grad_logits.sum()
                     grad_x[i : i + chunk_size].addmm_(grad_logits, y_tile)
                     grad_y[j : j + chunk_size].addmm_(grad_logits.T, x_tile)
@@ -61,9 +60,11 @@ class _TiledSigmoidLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         grad_x, grad_y, grad_scale, grad_bias = ctx.saved_tensors
+        # Scaled in place: the stored gradients are used once, and a copy of each would double
+        # the linear memory this form keeps.
         return (
-            grad_x * grad_output,
-            grad_y * grad_output,
+            grad_x.mul_(grad_output),
+            grad_y.mul_(grad_output),
             (grad_scale * grad_output).to(ctx.scale_dtype),
             (grad_bias * grad_output).to(ctx.bias_dtype),
             None,

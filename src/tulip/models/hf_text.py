@@ -79,6 +79,9 @@ class HFTextTower(nn.Module):
             pooled = states[torch.arange(states.shape[0], device=states.device), last]
         return self.text_projection(pooled)
 
+    def get_token_embedding(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:
             self.encoder.gradient_checkpointing_enable()

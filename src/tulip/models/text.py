@@ -196,5 +196,8 @@ class TextTower(nn.Module):
         pooled = self.transformer.forward_positions(x, self.pool_positions(text), mask)  # [B, width]
         return self.text_projection(self.ln_final(pooled))
 
+    def get_token_embedding(self) -> nn.Embedding:
+        return self.token_embedding
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.transformer.grad_checkpointing = enable

@@ -5,7 +5,9 @@ first token (Tang et al., arXiv 2503.15485, section 3.3 and Figure 3). Here the 
 mapped linearly to ``prefix_tokens`` decoder-width tokens that precede the caption in the causal
 stream; the T5 decoder blocks also cross-attend to that prefix, which is the only thing they
 could attend to. Weights start random (the paper does not say whether T5 was pretrained). The
-output projection is tied to the decoder's token embedding, scaled by width^-1/2 as in T5.
+output projection is tied to the decoder's token embedding, scaled by width^-1/2 as in T5. That
+embedding can be the text tower's own (``token_embedding``), as CoCa shares it between its text
+encoder and decoder: with a 49k-entry vocabulary it is most of a small decoder's parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class TextDecoder(nn.Module):
         width, layers, heads, ff_dim: T5 decoder sizes (``d_model``, ``num_layers``, ``num_heads``, ``d_ff``).
         prefix_tokens: number of tokens the embedding is mapped to.
         dropout: T5 dropout rate.
+        token_embedding: an embedding [vocab_size, width] to share (the text tower's); None creates one.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class TextDecoder(nn.Module):
         ff_dim: int = 1024,
         prefix_tokens: int = 1,
         dropout: float = 0.0,
+        token_embedding: nn.Embedding | None = None,
     ):
         super().__init__()
         from transformers import T5Config
@@ -66,6 +70,13 @@ class TextDecoder(nn.Module):
         self.prefix_tokens = prefix_tokens
         self.prefix = nn.Linear(embed_dim, prefix_tokens * width)
         self.stack = T5Stack(config)
+        if token_embedding is not None:
+            if tuple(token_embedding.weight.shape) != (vocab_size, width):
+                raise ValueError(
+                    f"a shared token embedding must be [vocab_size, width] = [{vocab_size}, {width}], got "
+                    f"{list(token_embedding.weight.shape)}; set the decoder width to the text tower's width"
+                )
+            self.stack.set_input_embeddings(token_embedding)
 
     def forward(self, embedding: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (logits [T, vocab], targets [T]) for the T non-padding tokens of ``tokens``.

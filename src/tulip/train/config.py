@@ -69,13 +69,16 @@ class ImageReconstructionConfig:
 @dataclass
 class TextReconstructionConfig:
     condition: str = "text"  # decode the caption from its "text" embedding or from the "image" embedding
-    width: int = 256
+    width: int | None = None  # T5 d_model; None: the text tower's token-embedding width
     layers: int = 2
     heads: int = 4
     ff_dim: int = 1024
     prefix_tokens: int = 1  # decoder tokens the embedding is mapped to
     dropout: float = 0.0
     max_captions: int | None = None  # captions reconstructed per process and step; None: all
+    # Share the text tower's token embedding as the decoder's input and output embedding (width
+    # must then equal the tower's); False gives the decoder its own.
+    share_token_embedding: bool = True
 
 
 @dataclass

@@ -88,9 +88,12 @@ class TulipTask(nn.Module):
         self.text_decoder = self.text_reconstruction_loss = None
         if "text_reconstruction_loss" in terms:
             recon = obj.text_reconstruction
+            token_embedding = model.text.get_token_embedding()
             self.text_decoder = TextDecoder(
-                embed_dim, model.text.vocab_size, pad_id=pad_id, width=recon.width, layers=recon.layers,
+                embed_dim, model.text.vocab_size, pad_id=pad_id, width=recon.width or token_embedding.embedding_dim,
+                layers=recon.layers,
                 heads=recon.heads, ff_dim=recon.ff_dim, prefix_tokens=recon.prefix_tokens, dropout=recon.dropout,
+                token_embedding=token_embedding if recon.share_token_embedding else None,
             )
             self.text_reconstruction_loss = TextReconstructionLoss()
         self._freeze_unused()
@@ -135,6 +138,9 @@ class TulipTask(nn.Module):
         for name, part in frozen:
             part.requires_grad_(False)
             logger.info("%s is frozen: no enabled loss term reads it", name)
+        if self.text_decoder is not None and self.objective.text_reconstruction.share_token_embedding:
+            # The decoder trains the token embedding it shares, even when the rest of the text tower is frozen.
+            self.model.text.get_token_embedding().requires_grad_(True)
 
     def objective_state_dict(self) -> dict[str, torch.Tensor]:
         """State of the heads and decoders, without the model (which is saved on its own)."""
