@@ -316,3 +316,17 @@ def test_hf_tokenizer_matches_open_clip_hf_tokenizer():
     ours = tulip.models.tokenizer.Tokenizer(cfg, context_length=12)(captions)
     theirs = HFTokenizer(str(path), context_length=12, clean="canonicalize")(captions)
     assert torch.equal(ours, theirs)
+
+
+def test_export_command_writes_loadable_folder(tmp_path):
+    """``tulip export-open-clip`` turns a training output (weights with config) into an open_clip folder."""
+    from tulip.cli import main
+
+    model = tulip.create_model("tulip-tiny").eval()
+    weights = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": 1}, weights)
+    assert main(["export-open-clip", "--weights", str(weights), "--out-dir", str(tmp_path / "export")]) == 0
+    exported = open_clip.create_model(f"local-dir:{tmp_path / 'export'}").eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.encode_image(images), model.encode_image(images), atol=1e-5, rtol=0)
