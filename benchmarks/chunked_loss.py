@@ -7,8 +7,8 @@ warm up and then once measured, on new embeddings:
 - memory: the child records its resident set size, resets the kernel's peak-RSS mark
   (``/proc/self/clear_refs``), runs the step and reads the new peak (``VmHWM``). The peak over the
   level before the step covers the logits, every autograd buffer and the embedding gradients.
-  glibc's malloc is told to serve every allocation above 64 KiB with mmap and to return it on free
-  (``MALLOC_MMAP_THRESHOLD_``), so freed warm-up memory cannot hide the step's growth. That
+  The ``MALLOC_MMAP_THRESHOLD_`` setting makes glibc serve every allocation above 64 KiB with mmap
+  and return it on free, so freed warm-up memory cannot hide the step's growth. That
   setting slows small allocations, so these runs are not timed.
 
 Both forms use the same labels (SigLIP's diagonal, built from view indices) and produce the same
@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _status_kib(field: str) -> int:
-    """A memory figure of this process from /proc/self/status, in KiB (VmRSS, VmHWM)."""
+    """Read a memory figure of this process (VmRSS, VmHWM) from /proc/self/status, in KiB."""
     with open("/proc/self/status") as handle:
         for line in handle:
             if line.startswith(field + ":"):

@@ -5,10 +5,10 @@ processes slows them alike:
 
 - ``siglip_tulip``: tulip's image-text step as ``tulip.train.loop.Trainer`` runs it (``TulipTask``
   with the image-text term only, AdamW with fused updates, gradient clipping at norm 2);
-- ``siglip_open_clip``: the same initial weights in open_clip's ``CustomTextCLIP`` (loaded from
-  tulip's open_clip export), open_clip's ``SigLipLoss``, and AdamW as ``open_clip_train`` builds it
-  (weight decay off for gains and biases, PyTorch's default implementation), clipping at norm 2 and
-  the logit-scale clamp of ``open_clip_train``;
+- ``siglip_open_clip``: the same initial weights in open_clip's ``CustomTextCLIP``, loaded from
+  tulip's open_clip export, with open_clip's ``SigLipLoss``. AdamW is built as ``open_clip_train``
+  builds it (no weight decay for gains and biases, PyTorch's default implementation), with
+  clipping at norm 2 and ``open_clip_train``'s logit-scale clamp;
 - ``siglip_open_clip_fused``: the open_clip step with fused AdamW, which separates the towers' speed
   from the optimizer's;
 - ``tulip_full``: every TULIP term, with the objective section of ``--config`` and a share of
@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_batch(cfg: TrainConfig, model, batch_size: int, view_fraction: float, generator) -> dict:
-    """A synthetic batch with every field the full objective reads; image content does not change cost."""
+    """Build a synthetic batch with every field the full objective reads; image content does not change cost."""
     size = model.image_size
     crops = cfg.objective.crops
     local_size = crops.validate(size, model.visual.patch_size)

@@ -4,9 +4,9 @@ Each world size starts that many gloo processes on 127.0.0.1. Every process buil
 problem (ragged GeCo negatives: ranks hold different numbers of generated views), computes its
 share with each exchange ("gather", "ring") and block form (dense, tiled), backpropagates, and
 saves its loss and gradients. The parent checks them against the dense loss over the concatenated
-global matrix: the mean of the per-rank losses must equal it, and so must the mean of the
-per-rank gradients of the temperature and bias, while each rank's embedding gradients must be
-W times the dense gradients of its slice (DDP divides by W when it averages).
+global matrix. The mean of the per-rank losses must equal it, and so must the mean of the per-rank
+gradients of the temperature and bias. Each rank's embedding gradients must be W times the dense
+gradients of its slice, because DDP divides by W when it averages.
 For plain SigLIP labels the per-rank losses and gradients are also compared with open_clip 3.3's
 ``SigLipLoss`` in each of its exchange modes.
 """

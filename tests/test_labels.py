@@ -95,7 +95,9 @@ def test_view_index_stack_round_trip():
     packed = index.stack()
     assert packed.shape == (2, 3)
     restored = ViewIndex.unstack(packed)
-    assert torch.equal(restored.sample, index.sample) and torch.equal(restored.role, index.role)
+    assert torch.equal(restored.sample, index.sample)
+    assert torch.equal(restored.view, index.view)
+    assert torch.equal(restored.role, index.role)
 
 
 def test_image_text_loss_uses_figure5_labels():

@@ -83,7 +83,9 @@ def test_terms_with_zero_weight_are_not_built():
     out = task(_batch(), teacher)
     assert sorted(out) == ["image_text_loss", "loss"]
     assert teacher is None
-    assert task.image_image_head is None and task.image_decoder is None and task.text_decoder is None
+    assert task.image_image_head is None
+    assert task.image_decoder is None
+    assert task.text_decoder is None
 
 
 def test_image_text_only_equals_open_clip_siglip():
@@ -175,7 +177,7 @@ def test_teacher_momentum_schedule_endpoints():
 
 
 def test_patchify_follows_the_vit_patch_grid():
-    """Patch i of patchify holds the pixels of ViT token i: a 4x4 grid of constant patches numbered row-major."""
+    """Patch i of patchify contains the pixels of ViT token i: a 4x4 grid of constant patches numbered row-major."""
     index = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)
     images = index.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3).expand(1, 3, 32, 32)
     patches = patchify(images, 8)
@@ -188,7 +190,7 @@ def test_image_reconstruction_loss_hand_values():
     image = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)  # 2x2 patches of 2x2 pixels
     mask_ids = torch.tensor([[1, 2]])
     predictions = torch.zeros(1, 2, 4)
-    # Patch 1 holds 2, 3, 6, 7 and patch 2 holds 8, 9, 12, 13.
+    # Patch 1 contains 2, 3, 6, 7 and patch 2 contains 8, 9, 12, 13.
     plain = ImageReconstructionLoss(norm_pix_loss=False)(predictions, image, mask_ids, 2)
     expected = (4 + 9 + 36 + 49 + 64 + 81 + 144 + 169) / 8
     assert plain["image_reconstruction_loss"].item() == pytest.approx(expected)

@@ -1,12 +1,12 @@
 """Tiled sigmoid contrastive loss whose peak memory does not grow with the square of the batch.
 
 The dense loss materialises the [N, M] logits and, for backward, several [N, M] intermediates.
-This form walks the matrix in tiles of at most ``chunk_size`` x ``chunk_size``: each tile's labels
-come from the two ``ViewIndex`` slices, its logits are formed, its loss is added up, and, when a
-gradient is needed, the gradient of the tile is folded into the gradients of x, y, t and b right
-away. Only tile-sized temporaries and the [N, D] and [M, D] gradients are ever held, so peak
-memory is O(chunk_size^2 + (N + M) * D). Backward then only scales the stored gradients by the
-incoming gradient, so no tile is computed twice.
+This form walks the matrix in tiles of at most ``chunk_size`` x ``chunk_size``. For each tile it
+builds the labels from the two ``ViewIndex`` slices, forms the logits and adds up the loss. When a
+gradient is needed, it folds the tile's gradient into the gradients of x, y, t and b right away.
+Only tile-sized temporaries and the [N, D] and [M, D] gradients are ever held, so peak memory is
+O(chunk_size^2 + (N + M) * D). Backward then only scales the stored gradients by the incoming
+gradient, so no tile is computed twice.
 
 For a pair with logit l = t * <x, y> + b and label z, the loss is -log sigmoid(z * l) and its
 derivative is g = dloss/dl = -z * sigmoid(-z * l), which is 0 when z = 0. Hence

@@ -1,6 +1,6 @@
 """The sigmoid contrastive loss over the global batch, in every exchange and memory form.
 
-Each rank holds its own rows and columns with their ``ViewIndex`` entries. The loss pairs this
+Each rank has its own rows and columns with their ``ViewIndex`` entries. The loss pairs this
 rank's rows with the columns of every rank, in one of two exchange forms:
 
 - ``gather``: all-gather the columns (ragged blocks are zero-padded and labelled 0) and score the
@@ -108,7 +108,7 @@ class SigmoidContrastiveLoss(nn.Module):
                         rows, row_index, block, col_index, logit_scale, logit_bias, same_modality
                     )
         if num_rows == 0:
-            # No labelled rows anywhere: a zero that keeps every input in the graph, so DDP sees a
+            # No labelled rows anywhere: a zero that keeps every input in the graph, so DDP receives a
             # gradient (of zero) for each parameter.
             return total * 0.0
         return total * (world / num_rows)

@@ -1,7 +1,7 @@
 """Image-image sigmoid contrastive term: student views against EMA-teacher targets.
 
 TULIP contrasts an image with transformed versions of itself, classic augmentations and GeCo's
-generated views, with a DINOv2-style EMA teacher that sees global views only (Tang et al., arXiv
+generated views, with a DINOv2-style EMA teacher that receives global views only (Tang et al., arXiv
 2503.15485, section 3.1). Here the loss is SigLIP's sigmoid loss between
 
 - rows: the student's embeddings of every global crop, every local crop and the generated

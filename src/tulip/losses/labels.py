@@ -14,8 +14,8 @@ The rules follow Figure 5 of TULIP (Tang et al., arXiv 2503.15485):
   whose correspondence is unknown. For one sample with rows {image, negative image} and columns
   {caption, negative caption} this gives [[+1, -1], [-1, 0]].
 - Image-image and text-text (same modality): two different views of the same sample are a
-  positive (+1), a view paired with itself is dropped (0), a generated negative is -1 against the
-  views of its own sample, and every pair across samples is -1. Rows {original, positive} and
+  positive (+1), and a view paired with itself is dropped (0). A generated negative is -1 against
+  the views of its own sample, and every pair across samples is -1. Rows {original, positive} and
   columns {original, positive, negative} of one sample give (0, +1, -1) and (+1, 0, -1).
 
 Padding entries, which fill ragged blocks up to a common size across ranks, are 0 against
@@ -39,9 +39,9 @@ PADDING = 3
 class ViewIndex:
     """Per-embedding identity used to label pairs: three integer tensors of the same length [n].
 
-    ``sample`` is the global id of the batch sample (rank * local batch + local position), ``view``
-    tells views of one sample apart (two crops of one image are different views), and ``role`` is
-    ORIGINAL, POSITIVE, NEGATIVE or PADDING.
+    ``sample`` is the global id of the batch sample (rank * local batch + local position).
+    ``view`` distinguishes the views of one sample (two crops of one image are different views).
+    ``role`` is ORIGINAL, POSITIVE, NEGATIVE or PADDING.
     """
 
     sample: torch.Tensor

@@ -67,7 +67,7 @@ def create_model_from_checkpoint(path: str | Path, device: str | torch.device = 
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "model_config" not in payload:
         raise ValueError(f"{path} has no 'model_config'; use create_model(<preset>, pretrained={str(path)!r})")
-    # A transformers text encoder is built from its config only: the checkpoint holds its weights.
+    # A transformers text encoder is built from its config only, because the checkpoint contains its weights.
     model = TulipModel(ModelConfig.from_dict(payload["model_config"]), pretrained_text=False)
     load_state_into(model, payload["model"], source=str(path), strict=True)
     return model.to(device)

@@ -2,11 +2,11 @@
 
 TULIP reconstructs pixels through the image embedding so that the embedding keeps colour,
 texture and shape detail (Tang et al., arXiv 2503.15485, section 3.3). The paper gives no decoder
-details; this one follows MAE (He et al., "Masked Autoencoders Are Scalable Vision Learners",
-arXiv 2111.06377): a few transformer blocks over the visible patches' encoder states and one mask
-token per masked patch, with fixed 2-D sine-cosine positions, and a linear layer that predicts each
+details, so this one follows MAE (He et al., "Masked Autoencoders Are Scalable Vision Learners",
+arXiv 2111.06377). A few transformer blocks read the visible patches' encoder states and one mask
+token per masked patch, all with fixed 2-D sine-cosine positions, and a linear layer predicts each
 masked patch's pixels. The pooled embedding, linearly mapped to the decoder width, is prepended as
-an extra token. With ``visible_tokens`` off the decoder sees only that token and the mask tokens,
+an extra token. With ``visible_tokens`` off the decoder reads only that token and the mask tokens,
 so every pixel it reconstructs has to pass through the embedding.
 """
 

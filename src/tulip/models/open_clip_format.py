@@ -7,7 +7,7 @@ the config. ``export_open_clip`` writes a folder that open_clip 3.3 loads in one
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:/path/to/folder")
     tokenizer = open_clip.get_tokenizer("local-dir:/path/to/folder")
 
-The folder holds ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``, the layout of
+The folder contains ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``, the layout of
 open_clip's hub repositories), ``open_clip_model.safetensors`` and, for a transformers tokenizer,
 its files. A trunk that tulip registers with timm (such as tulip-tiny's) needs ``import tulip``
 in the loading process first.
@@ -113,6 +113,7 @@ def from_open_clip_config(
             raise ValueError(f"open_clip model {name!r}: text_cfg.{key} = {text_cfg[key]!r} is not supported")
     if model_cfg.get("quick_gelu"):
         raise ValueError(f"open_clip model {name!r} uses QuickGELU, which tulip's text tower does not implement")
+
     tokenizer_kwargs = text_cfg.get("tokenizer_kwargs") or {}
     hf_tokenizer = text_cfg.get("hf_tokenizer_name")
     tokenizer = TokenizerConfig(
@@ -121,6 +122,7 @@ def from_open_clip_config(
         # open_clip's SimpleTokenizer lower-cases by default.
         clean=tokenizer_kwargs.get("clean", "canonicalize" if hf_tokenizer else "lower"),
     )
+
     act_kwargs = text_cfg.get("act_kwargs") or {}
     image_size = vision_cfg.get("image_size", 224)
     preprocess = preprocess_cfg or {}
@@ -180,8 +182,8 @@ def _timm_vision_config(timm_model_name: str, image_size: int, pool: str, proj: 
 def export_open_clip(model: torch.nn.Module, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Write ``model``'s image-text towers as an open_clip checkpoint folder and return the folder.
 
-    A transformers tokenizer is saved beside the weights (open_clip reads a local folder's
-    tokenizer from the folder itself); pass the model's tokenizer, or one is built from the config.
+    A transformers tokenizer is saved beside the weights, because open_clip reads a local folder's
+    tokenizer from the folder itself. Pass the model's tokenizer, or one is built from the config.
     """
     from safetensors.torch import save_file
 

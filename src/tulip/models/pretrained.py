@@ -7,9 +7,9 @@ Two layouts are recognised from the keys:
   ``text.*``, ``logit_scale``, ``logit_bias``), as open_clip's SigLIP checkpoints and tulip's own
   checkpoints store them. Every model parameter must be present.
 - ``timm``: a timm ViT trunk alone (``patch_embed.*``, ``blocks.*``, ``attn_pool.*``, ...), as
-  timm's SigLIP checkpoints store it. The keys map to ``visual.trunk.*``; every trunk parameter must
-  be present, and the rest of the model (text tower, projection, logit scale and bias) keeps its
-  initialisation, which the report lists.
+  timm's SigLIP checkpoints store it. The keys map to ``visual.trunk.*``, and every trunk parameter
+  must be present. The rest of the model (text tower, projection, logit scale and bias) keeps its
+  initialisation, and the report lists it.
 
 A position embedding for another patch grid (a 224-px checkpoint in a 384-px model) is resampled
 bicubically. Any other shape difference, a missing parameter or a checkpoint key that the model
@@ -45,14 +45,14 @@ POS_EMBED_KEY = "visual.trunk.pos_embed"
 
 @dataclass
 class LoadReport:
-    """What ``load_pretrained`` did with each key."""
+    """Outcome of ``load_pretrained`` for each model key."""
 
     source: str
     layout: str  # "open_clip" or "timm"
     loaded: list[str] = field(default_factory=list)
     resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # matched a skip pattern, kept at initialisation
-    kept: list[str] = field(default_factory=list)  # outside a trunk-only checkpoint, kept at initialisation
+    outside_checkpoint: list[str] = field(default_factory=list)  # not in a trunk-only checkpoint, kept at initialisation
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensor(s) loaded from {self.source} ({self.layout} layout)"]
@@ -60,8 +60,11 @@ class LoadReport:
             parts.append(f"resampled {', '.join(f'{k} {o} -> {n}' for k, (o, n) in self.resized.items())}")
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped by pattern: {self.skipped[:8]}")
-        if self.kept:
-            parts.append(f"{len(self.kept)} not in the checkpoint, kept at initialisation: {self.kept[:8]}")
+        if self.outside_checkpoint:
+            parts.append(
+                f"{len(self.outside_checkpoint)} not in the checkpoint, kept at initialisation: "
+                f"{self.outside_checkpoint[:8]}"
+            )
         return "; ".join(parts)
 
 
@@ -102,7 +105,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} holds a {type(payload).__name__}, not a state dict")
+        raise ValueError(f"{path} contains a {type(payload).__name__}, not a state dict")
     return {k.removeprefix("module."): v for k, v in payload.items()}
 
 
@@ -161,7 +164,7 @@ def load_state_into(
     expected = model.state_dict()
     report = LoadReport(source=str(source), layout=layout)
     required = [k for k in expected if layout == "open_clip" or k.startswith(_TIMM_PREFIX)]
-    report.kept = [k for k in expected if k not in required]
+    report.outside_checkpoint = [k for k in expected if k not in required]
     report.skipped = sorted(k for k in set(expected) | set(state) if _matches(k, skip_keys))
 
     missing = [k for k in required if k not in state and k not in report.skipped]

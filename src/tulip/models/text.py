@@ -5,9 +5,9 @@ Parameter names match open_clip's ``TextTransformer`` (``token_embedding``, ``po
 mlp.c_fc,mlp.c_proj}``, ``ln_final``, ``text_projection``), so a tulip text tower and an open_clip
 one load each other's weights without renaming.
 
-Two things make it faster than ``nn.MultiheadAttention`` blocks while computing the same function:
-attention reshapes the fused q/k/v projection straight into ``scaled_dot_product_attention``'s
-[B, heads, L, head_dim] layout, and ``forward`` runs the last block for the pooled position
+Two things make it faster than ``nn.MultiheadAttention`` blocks while computing the same function.
+Attention reshapes the fused q/k/v projection straight into the [B, heads, L, head_dim] layout of
+``scaled_dot_product_attention``. And ``forward`` runs the last block for the pooled position
 only, because nothing reads the other positions' final states.
 """
 

@@ -3,8 +3,7 @@
 TULIP reconstructs the caption with a causal decoder "based on T5", with the embedding as the
 first token (Tang et al., arXiv 2503.15485, section 3.3 and Figure 3). Here the embedding is
 mapped linearly to ``prefix_tokens`` decoder-width tokens that precede the caption in the causal
-stream; the T5 decoder blocks also cross-attend to that prefix, which is the only thing they
-could attend to. Weights start random (the paper does not say whether T5 was pretrained). The
+stream. The T5 decoder blocks also cross-attend to that prefix, the only encoder state there is. Weights start random (the paper does not say whether T5 was pretrained). The
 output projection is tied to the decoder's token embedding, scaled by width^-1/2 as in T5. That
 embedding can be the text tower's own (``token_embedding``), as CoCa shares it between its text
 encoder and decoder: with a 49k-entry vocabulary it is most of a small decoder's parameters.

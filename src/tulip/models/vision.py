@@ -25,7 +25,7 @@ from tulip.models.config import VisionConfig
 
 @dataclass
 class MaskedImageEncoding:
-    """What a masked forward pass returns; patch positions index the trunk's row-major patch grid."""
+    """Result of a masked forward pass; patch positions index the trunk's row-major patch grid."""
 
     embedding: torch.Tensor  # [B, embed_dim], pooled from the visible patches only
     visible_tokens: torch.Tensor  # [B, N_keep, width], final-norm states of the visible patches

@@ -1,6 +1,6 @@
 """Training configuration: the ``train`` section of the workflow config as typed objects.
 
-``TrainConfig.objective`` holds every choice the TULIP paper leaves open (which image embedding
+``TrainConfig.objective`` contains every choice the TULIP paper leaves open (which image embedding
 feeds the image-text term, the teacher's momentum schedule, crops, decoder sizes, the distributed
 form of the sigmoid loss); each field's comment names its unit or allowed values.
 """
@@ -20,7 +20,7 @@ from tulip.losses.objective import LOSS_TERMS
 
 @dataclass
 class ContrastiveConfig:
-    """How the sigmoid losses are computed across processes."""
+    """Exchange and memory form of the sigmoid losses across processes."""
 
     exchange: str = "gather"  # "gather" (all-gather the columns) or "ring" (pass column blocks around the ranks)
     chunk_size: int | None = None  # None: dense logits; an integer: tiles of that side, memory O(chunk_size^2)
@@ -29,8 +29,8 @@ class ContrastiveConfig:
 @dataclass
 class ImageTextConfig:
     # "student": the student's first global crop feeds the image-text term, so the image tower learns
-    # language alignment. "teacher": the EMA teacher's embedding does (the paper's literal wording),
-    # and the image tower then gets no image-text gradient.
+    # language alignment. "teacher": the EMA teacher's embedding does (the literal wording of the
+    # TULIP paper), and the image tower then gets no image-text gradient.
     image_source: str = "student"
     generated_negatives: bool = True  # append GeCo negative images and captions as hard negatives
 
@@ -158,7 +158,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def enabled_terms(self) -> dict[str, float]:
-        """The loss terms with a positive weight, in the canonical order."""
+        """Return the loss terms with a positive weight and their weights, in the canonical order."""
         return {name: self.loss_weights[name] for name in LOSS_TERMS if self.loss_weights.get(name, 0.0) > 0.0}
 
 

@@ -1,8 +1,8 @@
 """Pretraining loop: one process per device, started by torchrun (or directly for one process).
 
 Each step hands the batch to ``tulip.train.task.TulipTask``, which embeds it, forms the named loss
-terms and combines them with the configured weights in ``tulip.losses.objective``; then one AdamW
-step follows, and the EMA teacher, if an enabled term reads one, moves towards the student. Rank 0 writes ``metrics.jsonl`` and
+terms and combines them with the configured weights in ``tulip.losses.objective``. One AdamW step
+follows, and then the EMA teacher, if an enabled term reads one, moves towards the student. Rank 0 writes ``metrics.jsonl`` and
 forwards every logged record to the callbacks (the command-line layer attaches MLflow there).
 Checkpoints are resumed only when their training-config hash matches the current one.
 """

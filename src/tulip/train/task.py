@@ -5,11 +5,13 @@ returns the named terms (keys ending in ``_loss``), their weighted total (``loss
 scalars worth logging. Only terms with a positive weight are built and computed; parameters that
 no enabled term reads are frozen, so every trainable parameter receives a gradient.
 
-Batch fields (see ``tulip.data.loader``): ``image`` [B, C, H, W] (the first global crop),
-``global_crops`` [B, G, C, H, W] and ``local_crops`` [B, L, C, h, w] with multi-crop, ``text``
-[B, L_t], ``recon_text`` [B, L_t] (the caption to reconstruct, when the loader provides one),
-``text_views`` [K, 2, L_t] and ``image_views`` [K', 2, C, H, W] (generated positive and negative)
-with ``text_views_index`` [K] and ``image_views_index`` [K'], the batch rows that own them.
+Batch fields (see ``tulip.data.loader``):
+
+- ``image`` [B, C, H, W], the first global crop, and ``text`` [B, L_t], the captions;
+- with multi-crop, ``global_crops`` [B, G, C, H, W] and ``local_crops`` [B, L, C, h, w];
+- ``recon_text`` [B, L_t], the caption to reconstruct, when the loader provides one;
+- ``text_views`` [K, 2, L_t] and ``image_views`` [K', 2, C, H, W], generated (positive, negative)
+  views, with ``text_views_index`` [K] and ``image_views_index`` [K'], the batch rows that own them.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class TulipTask(nn.Module):
         return self.image_image_loss is not None or teacher_image_text
 
     def build_teacher(self) -> EmaTeacher | None:
-        """A new EMA teacher initialised from the student, or None when no enabled term reads one."""
+        """Build an EMA teacher initialised from the student; return None when no enabled term reads one."""
         return EmaTeacher(self.model.visual, self.image_image_head) if self.needs_teacher else None
 
     def update_teacher(self, teacher: EmaTeacher | None, momentum: float) -> None:
