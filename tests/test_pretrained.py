@@ -241,6 +241,19 @@ def _minilm_config(path: Path, embed_dim: int = 384) -> ModelConfig:
     return cfg
 
 
+def test_minilm_preset_builds_from_the_offline_package():
+    """The tulip-tiny-minilm preset, pointed at the packaged weights, trains both towers into 128-d embeddings."""
+    path = _minilm_path()
+    cfg = get_model_config("tulip-tiny-minilm")
+    cfg.text.hf_model_name = cfg.text.tokenizer.name = str(path)
+    model = TulipModel(cfg)
+    tokens = tulip.get_tokenizer(cfg)(["a grey coat", "black sneakers"])
+    out = model(torch.randn(2, 3, 32, 32), tokens)
+    assert out["text_features"].shape == (2, 128)
+    (out["image_features"] @ out["text_features"].T).sum().backward()
+    assert model.text.encoder.embeddings.word_embeddings.weight.grad is not None
+
+
 def test_minilm_text_tower_loads_real_weights():
     """The pretrained path reads all-MiniLM-L6-v2's real weights: every encoder tensor equals the file's."""
     path = _minilm_path()
@@ -331,3 +344,30 @@ def test_export_command_writes_loadable_folder(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(exported.encode_image(images), model.encode_image(images), atol=1e-5, rtol=0)
+
+
+def test_sentencepiece_tokenizer_matches_open_clip(tmp_path):
+    """A SentencePiece model in the layout of SigLIP's hub tokenizer gives open_clip's HFTokenizer ids."""
+    import random
+
+    import sentencepiece
+    from open_clip.tokenizer import HFTokenizer
+
+    words = "a photo of the bag coat shirt sneaker dress sandal ankle boot black white red blue picture".split()
+    rng = random.Random(0)
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(rng.choices(words, k=8)) for _ in range(500)))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "spiece"), vocab_size=40,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+    )
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    (tmp_path / "spiece.model").rename(folder / "spiece.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    ))
+    captions = ["A photo of a Bag!", "red ankle_boot, blue picture"]
+    ours = tulip.models.tokenizer.Tokenizer(TokenizerConfig(type="hf", name=str(folder)), context_length=12)(captions)
+    theirs = HFTokenizer(str(folder), context_length=12, clean="canonicalize")(captions)
+    assert torch.equal(ours, theirs)
+    assert ours[0, 0] != 2  # not the unknown-token id: the SentencePiece vocabulary was read
