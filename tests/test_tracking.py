@@ -66,6 +66,10 @@ def test_pretrain_run_logs_params_metrics_and_checkpoint(runs, workflow_run):
     history = client.get_metric_history(run.info.run_id, "image_text_loss")
     assert [m.step for m in history] == list(range(5, 81, 5))
     assert history[-1].value < history[0].value
+    for term in ("image_image_loss", "text_text_loss", "image_reconstruction_loss", "text_reconstruction_loss"):
+        assert len(client.get_metric_history(run.info.run_id, term)) == 16, term
+    assert run.data.params["loss_weights.image_image_loss"] == "0.1"
+    assert run.data.params["objective.contrastive.exchange"] == "ring"
     for name in ("lr", "grad_norm", "logit_scale", "logit_bias", "samples_per_s"):
         assert name in run.data.metrics
     artifacts = _artifact_paths(client, run.info.run_id)

@@ -77,6 +77,95 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_nn.all_gather(tensor), dim=0)
 
 
+def all_gather_padded_with_grad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad ``tensor`` [m, ...] to ``length`` rows and gather it from every rank into [world * length, ...].
+
+    Ranks may hold different numbers of rows; every rank must pass the same ``length`` (for
+    example from ``all_reduce_max``). Gradients of the gathered rows flow back to their rank.
+    """
+    if tensor.shape[0] > length:
+        raise ValueError(f"cannot pad {tensor.shape[0]} rows down to {length}")
+    if tensor.shape[0] < length:
+        tensor = torch.cat([tensor, tensor.new_zeros((length - tensor.shape[0], *tensor.shape[1:]))])
+    return all_gather_with_grad(tensor)
+
+
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` [n, ...] (equal shapes on every rank) into [world * n, ...] without autograd."""
+    if not is_initialized() or get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(value: int) -> int:
+    """Return the sum of an integer over ranks."""
+    if not is_initialized() or get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return int(tensor.item())
+
+
+def all_reduce_max(value: int) -> int:
+    """Return the maximum of an integer over ranks."""
+    if not is_initialized() or get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def _ring_neighbours() -> tuple[int, int]:
+    rank, world = get_rank(), get_world_size()
+    return (rank - 1) % world, (rank + 1) % world
+
+
+def _exchange(send: torch.Tensor, to_rank: int, from_rank: int) -> torch.Tensor:
+    """Send ``send`` to ``to_rank`` and return the equally shaped tensor received from ``from_rank``."""
+    received = torch.empty_like(send)
+    ops = [dist.P2POp(dist.isend, send.contiguous(), to_rank), dist.P2POp(dist.irecv, received, from_rank)]
+    for request in dist.batch_isend_irecv(ops):
+        request.wait()
+    return received
+
+
+class _RingShift(torch.autograd.Function):
+    """Pass a tensor one step right around the ring; backward passes the gradient one step left."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        left, right = _ring_neighbours()
+        return _exchange(tensor, to_rank=right, from_rank=left)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        left, right = _ring_neighbours()
+        return _exchange(grad_output, to_rank=left, from_rank=right)
+
+
+def ring_shift_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Send ``tensor`` to rank + 1 and return the block received from rank - 1 (modulo the world size).
+
+    Every rank must pass a tensor of the same shape. After k calls a rank holds the block of rank
+    - k. The backward pass sends each block's gradient back to the rank it came from, so the
+    gradients of a ring-exchanged loss equal those of an all-gather. With one process it returns
+    ``tensor`` unchanged.
+    """
+    if not is_initialized() or get_world_size() == 1:
+        return tensor
+    return _RingShift.apply(tensor)
+
+
+def ring_shift(tensor: torch.Tensor) -> torch.Tensor:
+    """``ring_shift_with_grad`` without autograd, for integer payloads such as view indices."""
+    if not is_initialized() or get_world_size() == 1:
+        return tensor
+    left, right = _ring_neighbours()
+    return _exchange(tensor, to_rank=right, from_rank=left)
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """Return the mean of ``tensor`` over ranks (no gradient)."""
     if not is_initialized() or get_world_size() == 1:

@@ -43,6 +43,7 @@ STAGE_CODE = {
         "tulip/data/captions.py",
         "tulip/data/preflight.py",
         "tulip/data/reader.py",
+        "tulip/data/crops.py",
         "tulip/data/stats.py",
         "tulip/data/shards.py",
         "tulip/distributed.py",

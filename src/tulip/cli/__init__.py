@@ -1,4 +1,4 @@
-"""Command-line layer: ``tulip <stage> ...``, one subcommand per workflow stage.
+"""Command-line layer: ``tulip <stage> ...``, one subcommand per workflow stage, plus ``export-open-clip``.
 
 Each subcommand parses its arguments, opens an MLflow stage run and calls one library function.
 The library never imports this package.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tulip.cli import data, evaluate, geco, report, train
+from tulip.cli import data, evaluate, export, geco, report, train
 from tulip.cli.common import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tulip", description="TULIP pretraining workflow stages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, geco, train, evaluate, report):
+    for module in (data, geco, train, evaluate, report, export):
         module.register(subparsers)
     return parser
 

@@ -81,15 +81,18 @@ class SampleDecoder:
 
     An image transform with ``accepts_bytes`` set (``tulip.models.transforms.TrainTransform``) gets
     the encoded bytes and decodes them itself, at reduced scale where its crop allows. Any other
-    transform gets a PIL RGB image.
+    transform gets a PIL RGB image. With a ``crop_transform`` (``tulip.data.crops.MultiCropTransform``)
+    the sample also gets ``global_crops`` [G, C, H, W] and ``local_crops`` [L, C, h, w], and ``image``
+    is the first global crop.
     """
 
     def __init__(self, image_transform: Callable, tokenizer: Callable, use_views: bool,
-                 captions: RecaptionMixer | None = None):
+                 captions: RecaptionMixer | None = None, crop_transform: Callable | None = None):
         self.image_transform = image_transform
         self.tokenizer = tokenizer
         self.use_views = use_views
         self.captions = captions or RecaptionMixer(contrastive=0.0, reconstruction=0.0)
+        self.crop_transform = crop_transform
 
     def __call__(self, raw: dict) -> dict:
         key = raw.get("__key__", "?")
@@ -104,11 +107,15 @@ class SampleDecoder:
             tokens = self.tokenizer([text, recon_text])  # [2, L]: contrastive caption, reconstruction caption
         sample = {
             "key": key,
-            "image": self._image(raw["jpg"]),
             "text": tokens[0],
             "recon_text": tokens[1],
             "meta": json.loads(raw["json"]) if "json" in raw else {},
         }
+        if self.crop_transform is None:
+            sample["image"] = self._image(raw["jpg"])
+        else:
+            sample.update(self.crop_transform(_decode_image(raw["jpg"])))
+            sample["image"] = sample["global_crops"][0]
         if self.use_views and "pos.txt" in raw and "neg.txt" in raw:
             texts = [raw["pos.txt"].decode("utf-8"), raw["neg.txt"].decode("utf-8")]
             sample["text_views"] = self.tokenizer(texts)  # [2, L]: positive, negative
@@ -126,10 +133,16 @@ def collate(samples: list[dict]) -> dict:
     """Stack samples into a batch; views are packed with the batch indices of the samples that own them."""
     batch = {
         "key": [s["key"] for s in samples],
-        "image": torch.stack([s["image"] for s in samples]),  # [B, C, H, W]
         "text": torch.stack([s["text"] for s in samples]),  # [B, L]
         "recon_text": torch.stack([s["recon_text"] for s in samples]),  # [B, L]
     }
+    for name in ("global_crops", "local_crops"):
+        if name in samples[0]:
+            batch[name] = torch.stack([s[name] for s in samples])  # [B, G or L, C, H, W]
+    if "global_crops" in batch:
+        batch["image"] = batch["global_crops"][:, 0]  # a view: the first global crop is the image
+    else:
+        batch["image"] = torch.stack([s["image"] for s in samples])  # [B, C, H, W]
     for name in ("text_views", "image_views"):
         owners = [i for i, s in enumerate(samples) if name in s]
         batch[f"{name}_index"] = torch.tensor(owners, dtype=torch.long)  # [K]
@@ -299,10 +312,12 @@ def build_train_loader(
     tokenizer: Callable,
     options: LoaderOptions,
     captions: RecaptionMixer | None = None,
+    crop_transform: Callable | None = None,
 ) -> TrainLoader:
     """Return a loader yielding ``steps_per_epoch`` full batches per epoch on this rank.
 
     ``counts`` are the usable samples of each shard (``tulip.data.preflight.preflight`` returns them).
+    ``crop_transform`` adds multi-crop views to every sample, see ``SampleDecoder``.
 
     Raises:
         ValueError: no shards, mismatched counts, or fewer samples than one global batch.
@@ -322,7 +337,7 @@ def build_train_loader(
                 f"the shards hold {total} usable samples, fewer than one global batch of {options.batch_size} x "
                 f"{options.world_size} processes; lower train.batch_size, add data, or set train.resample: true"
             )
-    decoder = SampleDecoder(image_transform, tokenizer, options.use_views, captions)
+    decoder = SampleDecoder(image_transform, tokenizer, options.use_views, captions, crop_transform)
     stream = ConsumerStream(shards, counts, decoder, options, steps, SharedEpoch())
     loader = wds.WebLoader(
         stream.pipeline(),

@@ -6,13 +6,13 @@ from tulip.models.factory import (
     create_model_and_transforms,
     create_model_from_checkpoint,
     get_tokenizer,
-    load_weights,
-    read_state_dict,
 )
+from tulip.models.pretrained import LoadReport, load_pretrained, load_state_into, read_state_dict
 from tulip.models.registry import add_model_config, get_model_config, list_models
 from tulip.models.tulip import TulipModel
 
 __all__ = [
+    "LoadReport",
     "ModelConfig",
     "TextConfig",
     "TokenizerConfig",
@@ -25,6 +25,7 @@ __all__ = [
     "get_model_config",
     "get_tokenizer",
     "list_models",
-    "load_weights",
+    "load_pretrained",
+    "load_state_into",
     "read_state_dict",
 ]

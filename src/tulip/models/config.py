@@ -31,12 +31,17 @@ class TokenizerConfig:
 
     type: str = "openclip"  # "openclip" (CLIP BPE bundled with open_clip) or "hf" (any transformers tokenizer)
     name: str | None = None  # hub id or local directory for type "hf"
-    clean: str = "canonicalize"  # "canonicalize" (lower-case, no punctuation), "whitespace" or "none"
+    clean: str = "canonicalize"  # "canonicalize" (lower-case, no punctuation), "lower", "whitespace" or "none"
 
 
 @dataclass
 class TextConfig:
-    """Text tower: a pre-norm transformer encoder with last-token pooling, as in SigLIP."""
+    """Text tower: a pre-norm transformer encoder with last-token pooling, as in SigLIP.
+
+    With ``hf_model_name`` set, a transformers encoder (for example a BERT such as
+    sentence-transformers/all-MiniLM-L6-v2) replaces the built-in transformer, and ``width``,
+    ``heads``, ``layers``, ``mlp_ratio``, ``ln_eps``, ``act`` and ``causal`` are ignored.
+    """
 
     context_length: int = 64
     vocab_size: int = 49408
@@ -46,9 +51,14 @@ class TextConfig:
     mlp_ratio: float = 4.0
     ln_eps: float = 1e-6
     act: str = "gelu_tanh"  # "gelu_tanh" (SigLIP) or "gelu"
-    pool: str = "last"  # "last" position (SigLIP) or "argmax" (the end-of-text id, CLIP)
+    # Built-in tower: "last" position (SigLIP) or "argmax" (the end-of-text id, CLIP).
+    # transformers encoder: "mean" over non-padding tokens (sentence-transformers), "cls" (first token) or "last".
+    pool: str = "last"
     causal: bool = False
     proj_bias: bool = True
+    pad_id: int = 0  # the tokenizer's padding id; the text decoder ignores it, a transformers encoder masks it
+    hf_model_name: str | None = None  # hub id or local directory of a transformers encoder
+    hf_pretrained: bool = True  # load that encoder's pretrained weights when the model is built
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
 

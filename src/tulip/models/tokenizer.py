@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -12,16 +13,25 @@ from tulip.models.config import TokenizerConfig
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
+CLEAN_MODES = ("canonicalize", "lower", "whitespace", "none")
+
+
 def clean_text(text: str, mode: str) -> str:
-    """Normalise a caption: ``canonicalize`` lower-cases and strips punctuation (SigLIP), ``whitespace`` collapses spaces."""
+    """Normalise a caption with one of open_clip's cleaning modes.
+
+    ``canonicalize`` lower-cases and strips punctuation (SigLIP), ``lower`` lower-cases, and both
+    collapse whitespace like ``whitespace`` does; ``none`` keeps the text.
+    """
     if mode == "canonicalize":
         text = text.replace("_", " ").translate(_PUNCTUATION).lower()
         return " ".join(text.split())
+    if mode == "lower":
+        return " ".join(text.split()).lower()
     if mode == "whitespace":
         return " ".join(text.split())
     if mode == "none":
         return text
-    raise ValueError(f"unknown text cleaning mode {mode!r}; use 'canonicalize', 'whitespace' or 'none'")
+    raise ValueError(f"unknown text cleaning mode {mode!r}; use one of {CLEAN_MODES}")
 
 
 class Tokenizer:
@@ -47,6 +57,12 @@ class Tokenizer:
             self.pad_id = self._impl.pad_token_id if self._impl.pad_token_id is not None else 0
         else:
             raise ValueError(f"unknown tokenizer type {cfg.type!r}; use 'openclip' or 'hf'")
+
+    def save_pretrained(self, directory: str | Path) -> list[str]:
+        """Write a transformers tokenizer's files into ``directory``; return their names (none for the BPE tokenizer)."""
+        if self.cfg.type != "hf":
+            return []
+        return [Path(name).name for name in self._impl.save_pretrained(str(directory))]
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         if isinstance(texts, str):

@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as F
 
 from tulip.models.config import ModelConfig
 
-_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+INTERPOLATION_MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
 
 def _to_rgb(image):
@@ -115,7 +115,7 @@ def image_transform(cfg: ModelConfig, train: bool, crop_scale: tuple[float, floa
     :class:`TrainTransform`).
     """
     size = cfg.vision.image_size
-    interpolation = _INTERPOLATION[cfg.interpolation]
+    interpolation = INTERPOLATION_MODES[cfg.interpolation]
     if train:
         return TrainTransform(size, crop_scale, interpolation, cfg.image_mean, cfg.image_std)
     normalize = T.Normalize(mean=cfg.image_mean, std=cfg.image_std)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tulip.models.config import ModelConfig
+from tulip.models.hf_text import HFTextTower
 from tulip.models.text import TextTower
 from tulip.models.vision import VisionTower
 
@@ -18,18 +19,26 @@ class TulipModel(nn.Module):
     exponential, the temperature t in logits = t * cos(x, y) + b.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, pretrained_text: bool | None = None):
+        """Build both towers; ``pretrained_text`` overrides ``cfg.text.hf_pretrained`` for a transformers encoder."""
         super().__init__()
         self.cfg = cfg
         self.embed_dim = cfg.embed_dim
         self.visual = VisionTower(cfg.vision, cfg.embed_dim)
-        self.text = TextTower(cfg.text, cfg.embed_dim)
+        if cfg.text.hf_model_name:
+            self.text = HFTextTower(cfg.text, cfg.embed_dim, pretrained=pretrained_text)
+        else:
+            self.text = TextTower(cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
 
     @property
     def context_length(self) -> int:
         return self.text.context_length
+
+    @property
+    def image_size(self) -> int:
+        return self.visual.image_size
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Embed images [B, C, H, W] into [B, embed_dim], L2-normalised when ``normalize``."""

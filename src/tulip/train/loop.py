@@ -1,7 +1,8 @@
 """Pretraining loop: one process per device, started by torchrun (or directly for one process).
 
-Each step embeds the batch, forms the named loss terms, combines them with the configured weights
-in ``tulip.losses.objective`` and takes one AdamW step. Rank 0 writes ``metrics.jsonl`` and
+Each step hands the batch to ``tulip.train.task.TulipTask``, which embeds it, forms the named loss
+terms and combines them with the configured weights in ``tulip.losses.objective``. One AdamW step
+follows, and then the EMA teacher, if an enabled term reads one, moves towards the student. Rank 0 writes ``metrics.jsonl`` and
 forwards every logged record to the callbacks (the command-line layer attaches MLflow there).
 Checkpoints are resumed only when their training-config hash matches the current one.
 """
@@ -20,18 +21,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from tulip import distributed
-from tulip.data.io import atomic_write_json, stable_hash
 from tulip.data.captions import RecaptionMixer
+from tulip.data.crops import MultiCropTransform
+from tulip.data.io import atomic_write_json, stable_hash
 from tulip.data.loader import LoaderOptions, build_train_loader
 from tulip.data.preflight import ShardCheckError, preflight
 from tulip.data.shards import shard_paths
 from tulip.data.stats import SkipCounter
-from tulip.losses import ImageTextLoss, weighted_total
 from tulip.models import create_model, get_tokenizer
-from tulip.models.transforms import image_transform
+from tulip.models.transforms import INTERPOLATION_MODES, image_transform
 from tulip.train import checkpoint as ckpt
 from tulip.train.config import TrainConfig
+from tulip.train.ema import teacher_momentum
 from tulip.train.schedule import learning_rate
+from tulip.train.task import TulipTask
 
 logger = logging.getLogger(__name__)
 
@@ -94,26 +97,34 @@ class Trainer:
         self.local_batch = cfg.batch_size // self.info.world_size
         torch.manual_seed(cfg.seed + self.info.rank)
 
-        self.model = create_model(cfg.model, pretrained=cfg.init_from, device=self.info.device)
+        self.model = create_model(
+            cfg.model, pretrained=cfg.init_from, device=self.info.device, skip_keys=cfg.init_skip_keys
+        )
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.module = self.model
+        self.tokenizer = get_tokenizer(self.module.cfg)
+        # The task owns the model, heads and decoders; the EMA teacher stays outside DDP because it is not trained.
+        self.task = TulipTask(self.module, cfg, pad_id=self.tokenizer.pad_id).to(self.info.device)
+        self.teacher = self.task.build_teacher()
+        self.train_module = self.task
         if self.info.world_size > 1:
             device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.losses = {"image_text": ImageTextLoss()}
+            self.train_module = DistributedDataParallel(self.task, device_ids=device_ids)
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+            _param_groups(self.task, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+            fused=self.info.device.type in ("cpu", "cuda"),
         )
         self.step = 0
         self.samples_seen = 0
         self.resumed_from = self._maybe_resume()
 
         self.skips = SkipCounter("train-loader")
+        train_transform = image_transform(self.module.cfg, train=True, crop_scale=cfg.crop_scale)
         self.loader = build_train_loader(
             shard_paths(manifest_path),
             self._usable_counts(manifest_path),
-            image_transform(self.module.cfg, train=True, crop_scale=cfg.crop_scale),
-            get_tokenizer(self.module.cfg),
+            train_transform,
+            self.tokenizer,
             LoaderOptions(
                 batch_size=self.local_batch,
                 num_workers=cfg.workers,
@@ -127,8 +138,20 @@ class Trainer:
                 timeout_s=cfg.loader_timeout_s,
             ),
             RecaptionMixer(seed=cfg.seed, **cfg.recaption),
+            crop_transform=self._crop_transform(train_transform),
         )
         self.batches_per_epoch = self.loader.steps_per_epoch
+
+    def _crop_transform(self, first_crop) -> MultiCropTransform | None:
+        """Multi-crop views when the image-image term reads more than the one image-text crop."""
+        crops = self.cfg.objective.crops
+        if self.task.image_image_loss is None or (crops.global_crops == 1 and crops.local_crops == 0):
+            return None
+        model_cfg = self.module.cfg
+        return MultiCropTransform(
+            crops, first_crop, self.module.image_size, self.module.visual.patch_size,
+            model_cfg.image_mean, model_cfg.image_std, INTERPOLATION_MODES[model_cfg.interpolation],
+        )
 
     def _usable_counts(self, manifest_path: str | Path) -> list[int]:
         """Check the shard set on rank 0 and share its usable sample counts, or its error, with every rank."""
@@ -162,6 +185,9 @@ class Trainer:
             return None
         state = ckpt.load_checkpoint(path)
         self.module.load_state_dict(state["model"])
+        self.task.load_objective_state_dict(state.get("objective", {}))
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.samples_seen = state["samples_seen"]
@@ -176,6 +202,8 @@ class Trainer:
             state = {
                 "model": self.module.state_dict(),
                 "model_config": self.module.cfg.to_dict(),
+                "objective": self.task.objective_state_dict(),
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step,
                 "samples_seen": self.samples_seen,
@@ -195,22 +223,25 @@ class Trainer:
         lr = learning_rate(self.step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images = batch["image"].to(device, non_blocking=True)  # [b, C, H, W]
-        texts = batch["text"].to(device, non_blocking=True)  # [b, L]
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with _autocast(device, cfg.precision):
-            out = self.model(images, texts)
-            terms = self.losses["image_text"](
-                out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"]
-            )
-            loss = weighted_total(terms, cfg.loss_weights)
+            out = self.train_module(batch, self.teacher)  # "loss" is the weighted total of the "*_loss" terms
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out["loss"].backward()
         max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), max_norm)
         self.optimizer.step()
+        momentum = teacher_momentum(
+            self.step, cfg.steps, cfg.objective.teacher.momentum, cfg.objective.teacher.final_momentum,
+            cfg.objective.teacher.schedule,
+        )
+        self.task.update_teacher(self.teacher, momentum)
         self.step += 1
         self.samples_seen += cfg.batch_size
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm, "lr": torch.tensor(lr)}
+        values = {k: v.detach() for k, v in out.items()}
+        if self.teacher is not None:
+            values["teacher_momentum"] = torch.tensor(momentum)
+        return {**values, "grad_norm": grad_norm, "lr": torch.tensor(lr)}
 
     # ------------------------------------------------------------------ loop
     def _log(self, values: dict[str, torch.Tensor], seconds: float, steps_timed: int) -> dict[str, float]:
