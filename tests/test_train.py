@@ -19,15 +19,19 @@ from tulip.train.loop import run_training
 from tulip.train.schedule import learning_rate
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
+def _download_pairs(root, num_samples: int, seed: int):
+    """Fashion-MNIST pairs downloaded into shards of 64 under ``root``; returns the manifest path."""
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
-    root = tmp_path_factory.mktemp("train-data")
-    table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=256, seed=0)
+    table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=num_samples, seed=seed)
     tables = [read_pairs_table(table, TableColumns(recaption="recaption"))]
     download_tables(tables, root / "download", DownloadOptions(rows_per_shard=64, threads=2))
     return root / "download" / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return _download_pairs(tmp_path_factory.mktemp("train-data"), num_samples=256, seed=0)
 
 
 def _config(**overrides):
@@ -101,8 +105,6 @@ FULL_OBJECTIVE = {
 @pytest.fixture(scope="module")
 def views_manifest(tmp_path_factory):
     """Shards in which every fourth sample carries generated views (two edited images and two captions)."""
-    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian package dataset-fashion-mnist is not installed")
     from PIL import Image, ImageOps
 
     from tulip.data.reader import iter_shard
@@ -110,12 +112,9 @@ def views_manifest(tmp_path_factory):
     from tulip.data.views import write_training_shards
 
     root = tmp_path_factory.mktemp("views-data")
-    table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=128, seed=1)
-    tables = [read_pairs_table(table, TableColumns(recaption="recaption"))]
-    download_tables(tables, root / "download", DownloadOptions(rows_per_shard=64, threads=2))
+    source = _download_pairs(root, num_samples=128, seed=1)
     (root / "views").mkdir()
     text_views, image_views = {}, {}
-    source = root / "download" / "manifest.json"
     index = 0
     for entry in read_manifest(source)["shards"]:
         for raw in iter_shard(root / "download" / entry["name"], lambda reason, _: None):
