@@ -85,6 +85,7 @@ class ParaphraseGenerator:
         self.model_id = model_name_or_path
         self.settings = settings
         self.device = torch.device(device)
+        self.tokens_generated = 0  # sampled tokens, stop tokens excluded; for throughput figures
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -152,18 +153,18 @@ class ParaphraseGenerator:
                 use_cache=True,
             )
             next_position = next_position + 1
+        self.tokens_generated += sum(len(ids) for ids in generated)
         return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
 
-    def generate(self, items: list[tuple[str, str]]) -> tuple[dict[str, dict], Counter]:
-        """Generate views for (key, caption) items.
+    def generate(self, items: list[tuple[str, str]]) -> dict[str, dict]:
+        """Generate views for (key, caption) items; the key seeds the sampling.
 
-        Returns ``({key: {"positive", "negative", "attempt"}}, rejection counts)``; a caption whose
-        every attempt is rejected is absent from the result and counted under ``dropped``.
+        Returns ``{key: {"positive", "negative", "attempt", "rejections"}}`` for every item:
+        ``rejections`` counts the rejected attempts by reason, and a caption whose every attempt was
+        rejected has ``positive`` and ``negative`` set to None.
         """
         s = self.settings
-        max_words = 3 * max((len(c.split()) for _, c in items), default=10) + 10
-        views: dict[str, dict] = {}
-        rejections: Counter = Counter()
+        results = {key: {"positive": None, "negative": None, "attempt": None, "rejections": {}} for key, _ in items}
         pending = list(items)
         for attempt in range(s.max_attempts):
             still_pending = []
@@ -179,19 +180,28 @@ class ParaphraseGenerator:
                     [sample_seed(s.seed, k, attempt, "negative") for k, _ in chunk],
                 )
                 for (key, caption), positive, negative in zip(chunk, positives, map(parse_line, negatives)):
-                    reason = check_views(caption, positive, negative, max_words)
+                    reason = check_views(caption, positive, negative, max_words_for(caption))
                     if reason:
-                        rejections[reason] += 1
+                        rejections = results[key]["rejections"]
+                        rejections[reason] = rejections.get(reason, 0) + 1
                         still_pending.append((key, caption))
                     else:
-                        views[key] = {"positive": positive, "negative": negative, "attempt": attempt}
+                        results[key].update(positive=positive, negative=negative, attempt=attempt)
             pending = still_pending
             if not pending:
                 break
-        if pending:
-            rejections["dropped"] += len(pending)
-        logger.info(
-            "text views: %d of %d captions kept, rejections %s (model %s, prompt %s)",
-            len(views), len(items), dict(rejections), self.model_id, PROMPT_VERSION,
-        )
-        return views, rejections
+        return results
+
+
+def max_words_for(caption: str) -> int:
+    """Longest view accepted for ``caption``: three times its length plus ten words."""
+    return 3 * len(caption.split()) + 10
+
+
+def count_outcomes(results: dict[str, dict]) -> Counter:
+    """Sum the rejection reasons of ``results`` and count ``kept`` and ``dropped`` captions."""
+    counts: Counter = Counter()
+    for result in results.values():
+        counts.update(result["rejections"])
+        counts["kept" if result["positive"] is not None else "dropped"] += 1
+    return counts
