@@ -78,10 +78,20 @@ class ImageEditor:
         return self.pipe.text_encoder(tokens.input_ids.to(self.device))[0]  # [1, L, D]
 
     def _load_embeddings(self, soft_prompts: str | Path | None) -> dict[str, torch.Tensor]:
-        if soft_prompts:
-            saved = torch.load(soft_prompts, map_location=self.device, weights_only=True)
-            return {"positive": saved["positive"].to(self.device), "negative": saved["negative"].to(self.device)}
-        return {view: self._encode_instruction(text) for view, text in DEFAULT_INSTRUCTIONS.items()}
+        encoded = {view: self._encode_instruction(text) for view, text in DEFAULT_INSTRUCTIONS.items()}
+        if not soft_prompts:
+            return encoded
+        saved = torch.load(soft_prompts, map_location=self.device, weights_only=True)
+        loaded = {}
+        for view, reference in encoded.items():
+            if view not in saved or tuple(saved[view].shape) != tuple(reference.shape):
+                found = tuple(saved[view].shape) if view in saved else "nothing"
+                raise ValueError(
+                    f"soft prompts {soft_prompts}: {view} embedding has shape {found}, but this editor's text "
+                    f"encoder gives {tuple(reference.shape)}; learn them for {self.model_id} (learn-soft-prompts)"
+                )
+            loaded[view] = saved[view].to(device=self.device, dtype=reference.dtype)
+        return loaded
 
     def _edit(self, images: list[Image.Image], view: str, seeds: list[int]) -> list[Image.Image]:
         s = self.settings

@@ -175,7 +175,7 @@ class SoftPromptTrainer:
             optimizer.zero_grad(set_to_none=True)
             sum(terms.values()).backward()
             optimizer.step()
-            history["steps"].append({view: float(term) for view, term in terms.items()})
+            history["steps"].append({view: float(term.detach()) for view, term in terms.items()})
         history["held_out_after"] = self.held_out_loss(held)
         logger.info("soft prompts: held-out loss %s -> %s", history["held_out_before"], history["held_out_after"])
         return history
