@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from conftest import FASHION_MNIST, requires_fashion_mnist
+from tulip.cli.workflow import download_shard_names
 from tulip.data.download import download_config, download_tables
 from tulip.data.fashion_mnist import export_edit_pairs
+from tulip.data.shards import read_manifest
 from tulip.data.table import read_pairs_tables
 from tulip.geco.image_views import ImageEditor, ImageEditSettings
 from tulip.geco.soft_prompts import SoftPromptSettings, SoftPromptTrainer, read_edit_pairs
@@ -35,6 +37,17 @@ def edit_pairs(tmp_path_factory):
         download_tables(read_pairs_tables([table], columns), root / side, options, base_dirs=[table.parent])
         manifests.append(root / side / "manifest.json")
     return manifests
+
+
+@requires_fashion_mnist
+def test_planned_shard_names_match_download(edit_pairs):
+    """The workflow plans one GeCo job per shard from the table alone; the download writes exactly those shards."""
+    table = edit_pairs[0].parent.parent / "table" / "edit_pairs.tsv"
+    section = {**PAIR_COLUMNS, "url_column": "source", "rows_per_shard": 20}
+    planned = download_shard_names([str(table)], None, section)
+    written = [entry["name"].removesuffix(".tar") for entry in read_manifest(edit_pairs[0])["shards"]]
+    assert planned == written == ["shard-000000", "shard-000001", "shard-000002"]
+    assert download_shard_names(None, 48, section) == planned
 
 
 @requires_fashion_mnist

@@ -60,8 +60,6 @@ def test_workflow_writes_every_stage_output(workflow_run):
     assert manifest["num_samples"] == 3000
     assert manifest["num_shards"] == 6
     assert manifest["num_recaptions"] == 3000
-    assert manifest["num_text_views"] > 0
-    assert manifest["num_image_views"] > 0
     assert manifest["num_image_views"] > 0
     assert manifest["num_text_views"] > 0
 

@@ -6,8 +6,9 @@ caption in another shard, reads its views instead of generating them. Captions w
 was rejected are cached too, with their rejection counts, so they are not retried either.
 
 Several jobs may share one cache file on one machine (SQLite's write-ahead log and a busy timeout
-serialise their writes). NOTE: SQLite locking is unreliable on some network filesystems; on a
-cluster, give each node's jobs a cache on local disk or accept the occasional regenerated caption.
+serialise their writes). NOTE: SQLite locking is unreliable on some network filesystems (NFS in
+particular), so on a cluster put the cache on a filesystem with working POSIX locks, or give each
+node's jobs their own cache file on local disk.
 """
 
 from __future__ import annotations

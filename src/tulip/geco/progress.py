@@ -2,8 +2,8 @@
 
 A shard job appends one line per finished sample to ``<out>.partial`` and flushes it to disk
 after every batch. When every sample is done, the lines are written to ``<out>`` by an atomic
-rename and the partial file is removed, so the presence of ``<out>`` means the shard is complete
-and a partial file is never mistaken for a complete one. A killed job leaves the partial file: the
+rename and the partial file is removed. So ``<out>`` exists only for a complete shard, and a
+partial file is never mistaken for a complete one. A killed job leaves the partial file: the
 rerun keeps its whole lines (the last one may be cut by the kill and is dropped) and does only
 the samples that are missing. The partial file starts with the job's fingerprint (model, settings,
 input shard); a partial file left by a job with another fingerprint is discarded, not resumed.

@@ -3,7 +3,7 @@
 Both jobs read one webdataset shard, pick the samples that receive views (a stable function of the
 seed and the sample key), skip the samples a killed earlier attempt already finished, and commit
 their records batch by batch through :class:`~tulip.geco.progress.ShardProgress`. The final JSONL
-holds one line per sample with views, in the layout the shard stage reads:
+contains one line per sample with views, in the layout the shard stage reads:
 
 - text: ``{"key", "caption", "positive", "negative", "attempt", "rejections"}``;
 - images: ``{"key", "positive", "negative", "regenerated"}`` with JPEG paths relative to the JSONL.
