@@ -129,7 +129,7 @@ def export_eval_folders(root: Path, out_dir: Path, train_per_class: int, seed: i
 
 
 def _augmented_view(image: Image.Image, rng: random.Random) -> Image.Image:
-    """A classic augmentation of ``image``: a crop of 70-100 % of its area, resized back, a flip and a brightness change."""
+    """Augment ``image`` classically: crop 70-100 % of its area, resize it back, maybe flip it, change its brightness."""
     from PIL import ImageEnhance, ImageOps
 
     width, height = image.size
@@ -145,9 +145,9 @@ def _augmented_view(image: Image.Image, rng: random.Random) -> Image.Image:
 def export_edit_pairs(root: Path, out_dir: Path, num_pairs: int, seed: int) -> Path:
     """Write ``edit_pairs.tsv`` (source, target, kind, instruction) with PNG images: the soft-prompt training table.
 
-    Half the rows are positive pairs, a training image and an augmented view of it; the other half
-    are negative pairs, a training image and an image of another class, with the instruction that
-    turns one into the other ("turn the sneaker into a handbag"), as InstructPix2Pix triples have.
+    Half the rows are positive pairs: a training image and an augmented view of it. The other half
+    are negative pairs: a training image and an image of another class, with the instruction that
+    turns one into the other ("turn the sneaker into a bag"), as InstructPix2Pix triples have.
     """
     images, labels = load_split(root, "train")
     if num_pairs < 2:

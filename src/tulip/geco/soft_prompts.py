@@ -2,7 +2,7 @@
 
 The editor is conditioned on two embeddings, each of the text encoder's output shape ``[L, D]``,
 in place of an encoded instruction. They are learned with InstructPix2Pix's own training objective:
-given a pair (source image, target image), the UNet sees the noised target latent concatenated
+given a pair (source image, target image), the UNet receives the noised target latent concatenated
 with the source latent and must predict the noise, conditioned on the embedding. Only the
 embedding receives gradients; the UNet, VAE and text encoder stay fixed.
 
@@ -54,7 +54,7 @@ def read_edit_pairs(source_manifest: str | Path, target_manifest: str | Path) ->
 
     Each row of the table was downloaded twice, once with its source image and once with its
     target image, so a key names the same row in both. The row's ``kind`` column (kept in the
-    sample's json) says whether it is a positive or a negative pair. Returns
+    sample's json) marks it as a positive or a negative pair. Returns
     ``({"positive": [(source, target)], "negative": [...]}, counts)``; rows missing from either
     download or of another kind are counted, not used.
     """
@@ -164,6 +164,7 @@ class SoftPromptTrainer:
                           *self._draw(s.held_out, target.shape[1:], generator))
             data[view] = (source[s.held_out :], target[s.held_out :])
         history = {"held_out_before": self.held_out_loss(held), "steps": []}
+
         optimizer = torch.optim.Adam(self.embeddings.parameters(), lr=s.lr)
         for _ in range(s.steps):
             terms = {}
@@ -176,6 +177,7 @@ class SoftPromptTrainer:
             sum(terms.values()).backward()
             optimizer.step()
             history["steps"].append({view: float(term.detach()) for view, term in terms.items()})
+
         history["held_out_after"] = self.held_out_loss(held)
         logger.info("soft prompts: held-out loss %s -> %s", history["held_out_before"], history["held_out_after"])
         return history
