@@ -11,6 +11,8 @@ STAGES = {
     "prepare_fashion_mnist_pairs",
     "prepare_fashion_mnist_eval",
     "download",
+    "download_edit_pairs",
+    "learn_soft_prompts",
     "augment_text",
     "augment_images",
     "shard",

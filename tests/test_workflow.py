@@ -44,8 +44,10 @@ def test_workflow_writes_every_stage_output(workflow_run):
     """Each stage leaves its declared output, and the shards link views to their samples."""
     for path in [
         "resources/download/manifest.json",
-        "results/augment/text_views.jsonl",
-        "results/augment/image_views.jsonl",
+        *[f"results/augment/{kind}/shard-{i:06d}.jsonl" for kind in ("text", "images") for i in range(6)],
+        "results/augment/text_stats.json",
+        "results/augment/images_stats.json",
+        "resources/geco/soft_prompts.pt",
         "results/shards/manifest.json",
         "results/pretrain/model.pt",
         "results/pretrain/metrics.jsonl",

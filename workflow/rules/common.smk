@@ -32,7 +32,16 @@ STAGE_CODE = {
         "tulip/cli/data.py",
     ],
     "geco_models": ["tulip/geco/tiny_models.py", "tulip/geco/prompts.py", "tulip/data/reader.py", "tulip/cli/geco.py"],
-    "augment": ["tulip/geco", "tulip/data/reader.py", "tulip/data/shards.py", "tulip/cli/geco.py"],
+    "edit_pairs": ["tulip/data/fashion_mnist.py", "tulip/data/io.py", "tulip/data/templates", "tulip/cli/geco.py"],
+    "soft_prompts": [
+        "tulip/geco/soft_prompts.py",
+        "tulip/geco/image_views.py",
+        "tulip/geco/seeding.py",
+        "tulip/data/reader.py",
+        "tulip/tracking",
+        "tulip/cli/geco.py",
+    ],
+    "augment": ["tulip/geco", "tulip/data/reader.py", "tulip/data/shards.py", "tulip/data/io.py", "tulip/cli/geco.py"],
     "shard": ["tulip/data/views.py", "tulip/data/reader.py", "tulip/data/shards.py", "tulip/data/io.py", "tulip/cli/data.py"],
     "pretrain": [
         "tulip/models",
@@ -95,6 +104,11 @@ STAGE_CODE = {
 
 TINY_LM = "resources/geco/tiny-lm"
 TINY_EDITOR = "resources/geco/tiny-instruct-pix2pix"
+SOFT_PROMPTS = "resources/geco/soft_prompts.pt"
+EDIT_PAIRS_TABLE = "resources/soft_prompts/fashion_mnist/edit_pairs.tsv"
+# Columns of a soft-prompt pairs table: the two images of a pair, "positive" or "negative", and
+# the edit instruction (the caption of the downloaded samples).
+EDIT_PAIRS_COLUMNS = {"caption_column": "instruction", "recaption_column": None, "meta_columns": ["kind"]}
 FASHION_MNIST_PAIRS = "resources/fashion_mnist/pairs.tsv"
 FASHION_MNIST_EVAL = "resources/eval/fashion_mnist"
 VISION_PROBE = "resources/eval/vision_probe"
@@ -135,6 +149,54 @@ def geco_model_input(kind):
     """The configured GeCo model as an input, when it is a locally built tiny stand-in."""
     model = config["geco"][kind]["model"]
     return [model] if model in (TINY_LM, TINY_EDITOR) else []
+
+
+def editor_model(wildcards):
+    """geco.image.model: a hub id or a folder, passed as a name (a built tiny editor is also an input)."""
+    return config["geco"]["image"]["model"]
+
+
+def download_shards():
+    """Names of the downloaded shards, one GeCo job each; known from the config and tables before the download runs."""
+    data = config["data"]
+    if data["source"] == "fashion_mnist":
+        return tulip_workflow.download_shard_names(None, data["fashion_mnist"]["num_samples"], data["download"])
+    return tulip_workflow.download_shard_names(pairs_tables(), None, data["download"])
+
+
+def augment_outputs(kind, suffix=".jsonl"):
+    """The per-shard files of one kind of view ("text" or "images"): views, or counts with suffix ".stats.json"."""
+    return [f"results/augment/{kind}/{shard}{suffix}" for shard in download_shards()]
+
+
+def augment_stats_inputs(wildcards):
+    return augment_outputs(wildcards.kind, ".stats.json")
+
+
+def edit_pairs_tables():
+    """Soft-prompt pairs tables: geco.soft_prompts.table (one path or a list), else the Fashion-MNIST export."""
+    tables = config["geco"]["soft_prompts"].get("table")
+    if not tables:
+        return [EDIT_PAIRS_TABLE]
+    return [tables] if isinstance(tables, str) else list(tables)
+
+
+def edit_pairs_download_config(wildcards):
+    """data.download with the pairs table's columns: the image column is the pair side being downloaded."""
+    section = {**config["data"]["download"], **EDIT_PAIRS_COLUMNS, "url_column": wildcards.side}
+    return tulip_workflow.canonical_json(section)
+
+
+def soft_prompts_file():
+    """The E_p/E_n file the image editor loads: learned by the workflow, given, or none (instruction sentences)."""
+    value = config["geco"]["image"].get("soft_prompts")
+    if value == "learned":
+        return [SOFT_PROMPTS]
+    return [value] if value else []
+
+
+def soft_prompts_argument(wildcards, input):
+    return f"--soft-prompts {input.soft_prompts}" if input.soft_prompts else ""
 
 
 def eval_models():

@@ -7,8 +7,8 @@ rule report:
         evaluation=eval_results(),
         eval_plot=rules.evaluate.output.headline,
         download=rules.download.output.stats,
-        text_views=rules.augment_text.output.stats,
-        image_views=rules.augment_images.output.stats,
+        text_views="results/augment/text_stats.json",
+        image_views="results/augment/images_stats.json",
         shards=rules.shard.output.manifest,
         train=rules.pretrain.output.summary,
     output:

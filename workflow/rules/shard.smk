@@ -5,8 +5,8 @@
 rule shard:
     input:
         manifest=rules.download.output.manifest,
-        text_views=rules.augment_text.output.views,
-        image_views=rules.augment_images.output.views,
+        text_views=augment_outputs("text"),
+        image_views=augment_outputs("images"),
     output:
         manifest="results/shards/manifest.json",
     params:

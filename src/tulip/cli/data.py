@@ -34,8 +34,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("shard", help="write the training shards: downloaded samples with their GeCo views")
     p.add_argument("--manifest", required=True, help="manifest.json of the downloaded shards")
-    p.add_argument("--text-views", help="text_views.jsonl from augment-text")
-    p.add_argument("--image-views", help="image_views.jsonl from augment-images")
+    p.add_argument("--text-views", nargs="*", default=[], help="JSONL file(s) from augment-text, one per shard")
+    p.add_argument("--image-views", nargs="*", default=[], help="JSONL file(s) from augment-images, one per shard")
     p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
     add_stage_argument(p, "shard")
     p.set_defaults(func=shard)

@@ -80,3 +80,20 @@ def finish_workflow_run(tracking_uri: str, status: str) -> None:
     run_id = os.environ.get(PARENT_ENV)
     if run_id:
         end_run(tracking_uri, run_id, status=status, delete_if_empty=True)
+
+
+def download_shard_names(tables: list[str] | None, num_rows: int | None, download_section: dict) -> list[str]:
+    """Names (without ``.tar``) of the shards the download stage will write, known before it runs.
+
+    The download cuts each table into ranges of ``rows_per_shard`` rows, so the shard names follow
+    from the tables' row counts: ``num_rows`` when the table is built by the workflow (and does not
+    exist yet), else the rows of ``tables``, read here. Knowing them lets Snakemake plan one GeCo job
+    per shard before the download has run.
+    """
+    from tulip.data.download import download_config, plan_shards
+    from tulip.data.shards import shard_name
+    from tulip.data.table import read_pairs_tables
+
+    columns, options = download_config(download_section)
+    counts = [num_rows] if num_rows is not None else [t.num_rows for t in read_pairs_tables(tables, columns)]
+    return [shard_name(plan.index).removesuffix(".tar") for plan in plan_shards(counts, options.rows_per_shard)]

@@ -126,3 +126,52 @@ def export_eval_folders(root: Path, out_dir: Path, train_per_class: int, seed: i
     names = [c["name"] for c in class_info()]
     atomic_write_text(out_dir / "classnames.txt", "\n".join(names) + "\n")
     return out_dir
+
+
+def _augmented_view(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Augment ``image`` classically: crop 70-100 % of its area, resize it back, maybe flip it, change its brightness."""
+    from PIL import ImageEnhance, ImageOps
+
+    width, height = image.size
+    scale = rng.uniform(0.7, 1.0) ** 0.5
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+    view = image.crop((left, top, left + w, top + h)).resize((width, height), Image.Resampling.BICUBIC)
+    if rng.random() < 0.5:
+        view = ImageOps.mirror(view)
+    return ImageEnhance.Brightness(view).enhance(rng.uniform(0.7, 1.3))
+
+
+def export_edit_pairs(root: Path, out_dir: Path, num_pairs: int, seed: int) -> Path:
+    """Write ``edit_pairs.tsv`` (source, target, kind, instruction) with PNG images: the soft-prompt training table.
+
+    Half the rows are positive pairs: a training image and an augmented view of it. The other half
+    are negative pairs: a training image and an image of another class, with the instruction that
+    turns one into the other ("turn the sneaker into a bag"), as InstructPix2Pix triples have.
+    """
+    images, labels = load_split(root, "train")
+    if num_pairs < 2:
+        raise ValueError(f"num_pairs must be at least 2 (one positive, one negative), got {num_pairs}")
+    rng = random.Random(f"{seed}-edit-pairs")
+    classes = class_info()
+    by_class = [np.flatnonzero(labels == c).tolist() for c in range(len(classes))]
+    image_dir = Path(out_dir) / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows = ["source\ttarget\tkind\tinstruction"]
+    for row in range(num_pairs):
+        index = rng.randrange(len(images))
+        source = Image.fromarray(images[index], mode="L")
+        if row % 2 == 0:
+            kind, target = "positive", _augmented_view(source, rng)
+            instruction = "show the same item again"
+        else:
+            other = rng.choice([c for c in range(len(classes)) if c != int(labels[index])])
+            kind, target = "negative", Image.fromarray(images[rng.choice(by_class[other])], mode="L")
+            instruction = f"turn the {classes[int(labels[index])]['name']} into a {classes[other]['name']}"
+        source.save(image_dir / f"edit_{row:05d}_source.png")
+        target.save(image_dir / f"edit_{row:05d}_target.png")
+        rows.append(f"images/edit_{row:05d}_source.png\timages/edit_{row:05d}_target.png\t{kind}\t{instruction}")
+    table = Path(out_dir) / "edit_pairs.tsv"
+    atomic_write_text(table, "\n".join(rows) + "\n")
+    logger.info("wrote %d soft-prompt training pairs to %s", num_pairs, table)
+    return table

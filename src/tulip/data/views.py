@@ -3,9 +3,10 @@
 Each downloaded shard becomes the training shard of the same name, with its samples in the same
 order, so the two sets line up shard by shard. The views come from the augment stages:
 
-- ``text_views.jsonl``: one line ``{"key", "caption", "positive", "negative"}`` per sample;
-- ``image_views.jsonl``: one line ``{"key", "positive", "negative"}`` per sample, with image
-  paths relative to the JSONL file.
+- text views, one JSONL per downloaded shard: a line ``{"key", "caption", "positive",
+  "negative"}`` per sample;
+- image views, one JSONL per downloaded shard: a line ``{"key", "positive", "negative"}`` per
+  sample, with image paths relative to the JSONL file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from tulip.data.reader import iter_shard
@@ -37,14 +39,22 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
     return rows
 
 
-def read_views(text_views: str | Path | None, image_views: str | Path | None) -> tuple[dict, dict]:
-    """Return (text views, image views) by sample key; image view paths become absolute."""
-    texts = _read_jsonl(Path(text_views)) if text_views else {}
+def _paths(files: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    if not files:
+        return []
+    return [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+
+
+def read_views(text_views: str | Path | Sequence[str | Path] | None,
+               image_views: str | Path | Sequence[str | Path] | None) -> tuple[dict, dict]:
+    """Return (text views, image views) by sample key from one JSONL or a list of them; image paths become absolute."""
+    texts = {}
+    for path in _paths(text_views):
+        texts.update(_read_jsonl(path))
     images = {}
-    if image_views:
-        base = Path(image_views).parent
-        images = {key: {view: str(base / row[view]) for view in ("positive", "negative")}
-                  for key, row in _read_jsonl(Path(image_views)).items()}
+    for path in _paths(image_views):
+        images.update({key: {view: str(path.parent / row[view]) for view in ("positive", "negative")}
+                       for key, row in _read_jsonl(path).items()})
     return texts, images
 
 

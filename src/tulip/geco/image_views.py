@@ -11,7 +11,6 @@ regenerated with the next attempt's seed or dropped and counted.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +66,7 @@ class ImageEditor:
             model_name_or_path, dtype=dtype, safety_checker=None, requires_safety_checker=False
         ).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        self.images_edited = 0  # views returned, for throughput figures
         self.embeddings = self._load_embeddings(soft_prompts)
 
     @torch.no_grad()
@@ -78,10 +78,20 @@ class ImageEditor:
         return self.pipe.text_encoder(tokens.input_ids.to(self.device))[0]  # [1, L, D]
 
     def _load_embeddings(self, soft_prompts: str | Path | None) -> dict[str, torch.Tensor]:
-        if soft_prompts:
-            saved = torch.load(soft_prompts, map_location=self.device, weights_only=True)
-            return {"positive": saved["positive"].to(self.device), "negative": saved["negative"].to(self.device)}
-        return {view: self._encode_instruction(text) for view, text in DEFAULT_INSTRUCTIONS.items()}
+        encoded = {view: self._encode_instruction(text) for view, text in DEFAULT_INSTRUCTIONS.items()}
+        if not soft_prompts:
+            return encoded
+        saved = torch.load(soft_prompts, map_location=self.device, weights_only=True)
+        loaded = {}
+        for view, reference in encoded.items():
+            if view not in saved or tuple(saved[view].shape) != tuple(reference.shape):
+                found = tuple(saved[view].shape) if view in saved else "nothing"
+                raise ValueError(
+                    f"soft prompts {soft_prompts}: {view} embedding has shape {found}, but this editor's text "
+                    f"encoder gives {tuple(reference.shape)}; learn them for {self.model_id} (learn-soft-prompts)"
+                )
+            loaded[view] = saved[view].to(device=self.device, dtype=reference.dtype)
+        return loaded
 
     def _edit(self, images: list[Image.Image], view: str, seeds: list[int]) -> list[Image.Image]:
         s = self.settings
@@ -98,20 +108,24 @@ class ImageEditor:
         )
         return result.images
 
-    def generate(self, items: list[tuple[str, Image.Image]]) -> tuple[dict[str, dict[str, Image.Image]], Counter]:
-        """Edit (key, image) items; return ``({key: {"positive": img, "negative": img}}, counts)``.
+    def generate(self, items: list[tuple[str, Image.Image]]) -> dict[str, dict]:
+        """Edit (key, image) items; the key seeds the noise.
 
-        An image whose view stays constant after every attempt gets no views and is counted as
-        ``dropped_constant``; each regeneration is counted as ``regenerated_constant``.
+        Returns ``{key: {"positive", "negative", "regenerated"}}`` for every item: the two edited
+        images, or None for both when a view stayed constant after every attempt, and the number of
+        regenerations the constant outputs cost.
         """
         s = self.settings
         size = (s.resolution, s.resolution)
         prepared = {key: image.convert("RGB").resize(size, Image.Resampling.BICUBIC) for key, image in items}
-        views: dict[str, dict[str, Image.Image]] = {key: {} for key, _ in items}
-        counts: Counter = Counter()
+        results = {key: {"positive": None, "negative": None, "regenerated": 0} for key in prepared}
         for view in ("positive", "negative"):
-            pending = list(prepared)
+            # An image whose positive view failed is dropped, so it gets no negative edit.
+            pending = [k for k in prepared if view == "positive" or results[k]["positive"] is not None]
             for attempt in range(s.max_attempts):
+                if attempt:
+                    for key in pending:
+                        results[key]["regenerated"] += 1
                 retry = []
                 for start in range(0, len(pending), s.batch_size):
                     keys = pending[start : start + s.batch_size]
@@ -120,14 +134,12 @@ class ImageEditor:
                         if is_constant(edited, s.min_std):
                             retry.append(key)
                         else:
-                            views[key][view] = edited
-                if retry and attempt + 1 < s.max_attempts:
-                    counts["regenerated_constant"] += len(retry)
+                            results[key][view] = edited
                 pending = retry
                 if not pending:
                     break
-            counts["dropped_constant"] += len(pending)
-        complete = {key: v for key, v in views.items() if len(v) == 2}
-        counts["kept"] = len(complete)
-        logger.info("image views: %d of %d images kept, counts %s", len(complete), len(items), dict(counts))
-        return complete, counts
+        for result in results.values():
+            if result["positive"] is None or result["negative"] is None:
+                result["positive"] = result["negative"] = None
+        self.images_edited += 2 * len(items)
+        return results

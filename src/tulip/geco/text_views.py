@@ -4,11 +4,14 @@ Generation is field by field. The chat prompt is followed by "Positive:" and the
 line, then "Negative:" is appended and it writes a second line. Any transformers causal LM with a
 chat template works, from a tiny random model to Llama-3.1-8B-Instruct. Each sample draws its tokens
 from its own generator, seeded by (global seed, key, attempt), so the result does not depend on the
-batch it was generated in.
+batch it was generated in. NOTE: this is exact only when the model's logits for a row do not depend
+on the batch. The tests check it on CPU in float32; batched GPU kernels in bfloat16 can differ from
+single-row ones in the last bits, which rarely changes a sampled token.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import string
 import unicodedata
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from tulip.geco.prompts import NEGATIVE_PREFIX, POSITIVE_PREFIX, PROMPT_VERSION, build_messages
+from tulip.geco.prompts import NEGATIVE_PREFIX, POSITIVE_PREFIX, build_messages
 from tulip.geco.seeding import sample_generator, sample_seed
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class ParaphraseGenerator:
         self.model_id = model_name_or_path
         self.settings = settings
         self.device = torch.device(device)
+        self.tokens_generated = 0  # sampled tokens, stop tokens excluded; for throughput figures
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -98,23 +102,36 @@ class ParaphraseGenerator:
         newline_ids = [i for i in vocab if "\n" in self.tokenizer.decode([i])]
         eos = self.tokenizer.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
-        self.stop_ids = torch.tensor(sorted(set(newline_ids) | {i for i in eos_ids if i is not None}))
+        self.stop_ids = set(newline_ids) | {i for i in eos_ids if i is not None}
+        # The prompt pass needs only the last position's logits; [B, T, V] logits of an 8B model's
+        # 128k vocabulary would take gigabytes. Models whose forward lacks the argument get all.
+        accepts = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if accepts else {}
 
     def _prompt(self, caption: str, prefill: str) -> str:
         text = self.tokenizer.apply_chat_template(build_messages(caption), tokenize=False, add_generation_prompt=True)
         return text + prefill
 
-    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> int:
-        """Sample one token id from logits [V] with temperature and nucleus (top-p) filtering."""
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Turn logits [B, V] into sampling weights [B, V] after temperature and nucleus (top-p) filtering.
+
+        Rows are filtered independently, so a row's weights do not depend on the rest of the batch.
+        """
         s = self.settings
-        if s.temperature <= 0:
-            return int(logits.argmax())
         probs = torch.softmax(logits.float() / s.temperature, dim=-1)
         if s.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < s.top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < s.top_p  # always keeps the most likely token
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+        return probs.cpu()
+
+    def _pick(self, logits: torch.Tensor, generators: list[torch.Generator], rows: list[int]) -> dict[int, int]:
+        """Choose the next token of each row in ``rows`` from logits [B, V], each with its own generator."""
+        if self.settings.temperature <= 0:
+            best = logits.argmax(-1).tolist()
+            return {row: best[row] for row in rows}
+        probs = self._probabilities(logits)
+        return {row: int(torch.multinomial(probs[row], 1, generator=generators[row])) for row in rows}
 
     @torch.no_grad()
     def continue_prompts(self, prompts: list[str], seeds: list[int]) -> list[str]:
@@ -124,17 +141,19 @@ class ParaphraseGenerator:
         attention = enc["attention_mask"].to(self.device)
         generators = [sample_generator(seed) for seed in seeds]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                         **self._last_logits_only)
         batch = len(prompts)
         generated: list[list[int]] = [[] for _ in range(batch)]
         done = [False] * batch
         next_position = positions[:, -1:] + 1
         for _ in range(self.settings.max_new_tokens):
             logits = out.logits[:, -1, :]  # [B, V]
+            picked = self._pick(logits, generators, [row for row in range(batch) if not done[row]])
             tokens = []
             for row in range(batch):
-                token = self.tokenizer.pad_token_id if done[row] else self._pick(logits[row], generators[row])
-                if not done[row]:
+                token = picked.get(row, self.tokenizer.pad_token_id)
+                if row in picked:
                     if token in self.stop_ids:
                         done[row] = True
                     else:
@@ -142,7 +161,7 @@ class ParaphraseGenerator:
                 tokens.append(token)
             if all(done):
                 break
-            step_ids = torch.tensor(tokens, device=self.device)[:, None]
+            step_ids = torch.tensor(tokens, device=self.device)[:, None]  # [B, 1]
             attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
             out = self.model(
                 input_ids=step_ids,
@@ -152,18 +171,18 @@ class ParaphraseGenerator:
                 use_cache=True,
             )
             next_position = next_position + 1
+        self.tokens_generated += sum(len(ids) for ids in generated)
         return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
 
-    def generate(self, items: list[tuple[str, str]]) -> tuple[dict[str, dict], Counter]:
-        """Generate views for (key, caption) items.
+    def generate(self, items: list[tuple[str, str]]) -> dict[str, dict]:
+        """Generate views for (key, caption) items; the key seeds the sampling.
 
-        Returns ``({key: {"positive", "negative", "attempt"}}, rejection counts)``; a caption whose
-        every attempt is rejected is absent from the result and counted under ``dropped``.
+        Returns ``{key: {"positive", "negative", "attempt", "rejections"}}`` for every item:
+        ``rejections`` counts the rejected attempts by reason, and a caption whose every attempt was
+        rejected has ``positive`` and ``negative`` set to None.
         """
         s = self.settings
-        max_words = 3 * max((len(c.split()) for _, c in items), default=10) + 10
-        views: dict[str, dict] = {}
-        rejections: Counter = Counter()
+        results = {key: {"positive": None, "negative": None, "attempt": None, "rejections": {}} for key, _ in items}
         pending = list(items)
         for attempt in range(s.max_attempts):
             still_pending = []
@@ -179,19 +198,28 @@ class ParaphraseGenerator:
                     [sample_seed(s.seed, k, attempt, "negative") for k, _ in chunk],
                 )
                 for (key, caption), positive, negative in zip(chunk, positives, map(parse_line, negatives)):
-                    reason = check_views(caption, positive, negative, max_words)
+                    reason = check_views(caption, positive, negative, max_words_for(caption))
                     if reason:
-                        rejections[reason] += 1
+                        rejections = results[key]["rejections"]
+                        rejections[reason] = rejections.get(reason, 0) + 1
                         still_pending.append((key, caption))
                     else:
-                        views[key] = {"positive": positive, "negative": negative, "attempt": attempt}
+                        results[key].update(positive=positive, negative=negative, attempt=attempt)
             pending = still_pending
             if not pending:
                 break
-        if pending:
-            rejections["dropped"] += len(pending)
-        logger.info(
-            "text views: %d of %d captions kept, rejections %s (model %s, prompt %s)",
-            len(views), len(items), dict(rejections), self.model_id, PROMPT_VERSION,
-        )
-        return views, rejections
+        return results
+
+
+def max_words_for(caption: str) -> int:
+    """Return the maximum words of an accepted view of ``caption``: three times its length plus ten."""
+    return 3 * len(caption.split()) + 10
+
+
+def count_outcomes(results: dict[str, dict]) -> Counter:
+    """Sum the rejection reasons of ``results`` and count ``kept`` and ``dropped`` captions."""
+    counts: Counter = Counter()
+    for result in results.values():
+        counts.update(result["rejections"])
+        counts["kept" if result["positive"] is not None else "dropped"] += 1
+    return counts
