@@ -34,7 +34,7 @@ def ablation_run(tmp_path_factory):
     if result.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"ablation failed:\n{result.stderr[-5000:]}\n{logs}")
-    report = snakemake(workdir, "ablation", "--configfile", TEST_CONFIG, "--report", "snakemake-report.html")
+    report = snakemake(workdir, "ablation", "--cores", "2", "--configfile", TEST_CONFIG, "--report", "snakemake-report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     return workdir
 
