@@ -176,3 +176,72 @@ def test_ladder_changes_consecutive_rungs():
     assert [(r["before"], r["after"]) for r in rows] == [("a", "b"), ("b", "c")]
     assert rows[0]["change"].mean == pytest.approx(0.25)
     assert rows[1]["change"].mean == pytest.approx(-0.05)
+
+
+def _write_run(folder, seed, acc1, term_losses):
+    """Write the files one ladder run leaves: metrics.jsonl, summary.json and a zero-shot result."""
+    import json
+
+    folder.mkdir(parents=True)
+    records = [{"step": step, "loss": sum(terms.values()), **terms} for step, terms in term_losses]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "summary.json").write_text(json.dumps({"seconds": 10.0 + seed, "steps": records[-1]["step"]}))
+    result = {"dataset": "fashion_mnist", "model": folder.name, "task": "zeroshot_classification",
+              "metrics": {"acc1": acc1}, "classnames": [str(i) for i in range(10)]}
+    (folder / "zeroshot.json").write_text(json.dumps(result))
+    return {"metrics": str(folder / "metrics.jsonl"), "summary": str(folder / "summary.json"),
+            "eval": [str(folder / "zeroshot.json")]}
+
+
+def test_report_tables_from_run_files(tmp_path):
+    """The report's change row is the seed-paired mean difference with its t interval, from the result files."""
+    from html.parser import HTMLParser
+
+    from tulip.report.ablation_render import build_ablation_report
+
+    plan = [
+        {"name": "siglip", "slug": "siglip", "overrides": {}, "seeds": [0, 1, 2],
+         "train": {"steps": 10, "batch_size": 8}},
+        {"name": "+image-image", "slug": "plus-image-image", "overrides": {"loss_weights": {"image_image_loss": 0.1}},
+         "seeds": [0, 1, 2], "train": {"steps": 10, "batch_size": 8}},
+    ]
+    before, after = {0: 0.50, 1: 0.60, 2: 0.40}, {0: 0.60, 1: 0.72, 2: 0.54}
+    runs = []
+    for seed in (0, 1, 2):
+        files = _write_run(tmp_path / f"siglip-{seed}", seed, before[seed], [(5, {"image_text_loss": 2.0})])
+        runs.append({"variant": "siglip", "seed": seed, **files})
+        files = _write_run(tmp_path / f"ii-{seed}", seed, after[seed],
+                           [(5, {"image_text_loss": 2.0, "image_image_loss": 1.0})])
+        runs.append({"variant": "+image-image", "seed": seed, **files})
+
+    paths = build_ablation_report(plan, runs, tmp_path / "report")
+
+    changes = paths["changes"].read_text().splitlines()
+    assert changes[0] == "before,after,metric,seeds,mean_change,standard_error,ci_low,ci_high,verdict"
+    fields = changes[1].split(",")
+    assert fields[:4] == ["siglip", "+image-image", "fashion_mnist/zeroshot_classification/acc1", "3"]
+    assert float(fields[4]) == pytest.approx(0.12)
+    assert float(fields[5]) == pytest.approx(0.02 / math.sqrt(3))
+    assert float(fields[6]) == pytest.approx(0.12 - 4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert fields[8] == HELPED
+
+    cells = []
+
+    class Cells(HTMLParser):
+        def handle_data(self, data):
+            cells.append(data)
+
+    Cells().feed(paths["html"].read_text())
+    assert "+image-image against siglip: helped fashion_mnist/zeroshot_classification/acc1 (+12.00 points)." in cells
+    assert "50.00 ± 10.00" in cells  # siglip's zero-shot: mean and sample standard deviation, in percent
+    assert "[+7.03, +16.97]" in cells  # 12 ± 4.302653 * 1.1547 points
+    assert paths["loss_curves"].stat().st_size > 1000
+
+
+def test_report_rejects_missing_runs(tmp_path):
+    from tulip.report.ablation_render import build_ablation_report
+
+    plan = [{"name": "siglip", "slug": "siglip", "overrides": {}, "seeds": [0, 1], "train": {"steps": 1, "batch_size": 2}}]
+    runs = [{"variant": "siglip", "seed": 0, **_write_run(tmp_path / "a", 0, 0.5, [(1, {"image_text_loss": 1.0})])}]
+    with pytest.raises(ValueError, match=r"missing \[\('siglip', 1\)\]"):
+        build_ablation_report(plan, runs, tmp_path / "report")

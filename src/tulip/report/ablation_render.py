@@ -86,12 +86,16 @@ def _verdict_sentences(changes: list[dict], confidence: float) -> list[str]:
 
 
 def _setup_notes(plan: Sequence[Mapping], context: Mapping) -> list[str]:
-    first = plan[0]["train"]
     seeds = plan[0]["seeds"]
+    scales = {(v["train"]["steps"], v["train"]["batch_size"]) for v in plan}
+    if len(scales) == 1:
+        steps, batch = scales.pop()
+        scale = f"Every variant trains {steps} steps of {batch} pairs"
+    else:
+        scale = "The variants train different numbers of steps or batch sizes (see Variants)"
     notes = [
-        f"Every variant trains {first['steps']} steps of {first['batch_size']} pairs on the same shard set and is "
-        f"evaluated by the same jobs with the same settings; seeds {seeds} set the initial weights and the data order, "
-        "and runs with the same seed are compared in pairs.",
+        f"{scale} on the same shard set and is evaluated by the same jobs with the same settings. "
+        f"Seeds {seeds} set the initial weights and the data order, and runs with the same seed are compared in pairs.",
         "Variants differ only by the overrides listed under Variants; nothing was tuned per variant.",
         "These figures describe this scale only: a tiny model trained for minutes on CPU, far from the paper's runs.",
     ]
