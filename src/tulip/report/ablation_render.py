@@ -61,7 +61,7 @@ def _interval(change) -> str:
 
 
 def _verdict_sentences(changes: list[dict], confidence: float) -> list[str]:
-    """Return one sentence per rung that says which metrics it helped, hurt or left unclear."""
+    """Return one sentence per rung that names the metrics it helped, hurt or left unclear."""
     sentences = []
     rungs = list(dict.fromkeys((row["before"], row["after"]) for row in changes))
     for before, after in rungs:
@@ -136,10 +136,10 @@ def build_ablation_report(
     context = context or {}
     order = [variant["name"] for variant in plan]
     expected = {(v["name"], int(s)) for v in plan for s in v["seeds"]}
-    given = {(r["variant"], int(r["seed"])) for r in runs}
-    if expected != given:
-        raise ValueError(f"the runs do not match the plan: missing {sorted(expected - given)}, "
-                         f"unexpected {sorted(given - expected)}")
+    provided = {(r["variant"], int(r["seed"])) for r in runs}
+    if expected != provided:
+        raise ValueError(f"the runs do not match the plan: missing {sorted(expected - provided)}, "
+                         f"unexpected {sorted(provided - expected)}")
 
     curves: dict[str, dict[int, list[dict]]] = {}
     train_seconds: dict[str, dict[int, float]] = {}
