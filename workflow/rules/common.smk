@@ -15,6 +15,8 @@ if str(SRC_DIR) not in sys.path:
 
 from tulip.cli import workflow as tulip_workflow
 from tulip.eval import registry as eval_registry
+from tulip.tracking import ablation as ablation_tracking
+from tulip.train import ablation as ablation_plan
 
 # Library code each stage runs. Editing any of these files reruns the stage, through the
 # `code` param of its rules.
@@ -100,6 +102,14 @@ STAGE_CODE = {
         "tulip/cli/evaluate.py",
     ],
     "report": ["tulip/report", "tulip/eval/summary.py", "tulip/eval/registry.py", "tulip/cli/report.py"],
+    "ablation_track": ["tulip/tracking", "tulip/eval/summary.py", "tulip/eval/registry.py", "tulip/cli/ablation.py"],
+    "ablation_report": [
+        "tulip/report",
+        "tulip/tracking",
+        "tulip/eval/summary.py",
+        "tulip/eval/registry.py",
+        "tulip/cli/ablation.py",
+    ],
 }
 
 TINY_LM = "resources/geco/tiny-lm"
@@ -236,9 +246,11 @@ def _eval_entry(wildcards):
 
 
 def _eval_model(wildcards):
-    models = eval_models()
+    models = {**eval_models(), **ablation_eval_models()}
     if wildcards.model not in models:
-        raise ValueError(f"model {wildcards.model!r} is neither {PRETRAINED_MODEL!r} nor in eval.models")
+        raise ValueError(
+            f"model {wildcards.model!r} is neither {PRETRAINED_MODEL!r}, nor in eval.models, nor a run of the ablation"
+        )
     return models[wildcards.model]
 
 
@@ -308,8 +320,129 @@ def start_workflow_run():
     run_id = tulip_workflow.start_workflow_run(
         TRACKING_URI, config["tracking"]["experiment"], config, workflow.basedir, LOCAL_TRACKING_STORE
     )
+    if ABLATION:
+        tulip_workflow.create_experiment(TRACKING_URI, ABLATION_EXPERIMENT, LOCAL_TRACKING_STORE)
     print(f"MLflow: workflow run {run_id} in {TRACKING_URI}", file=sys.stderr)
 
 
 def finish_workflow_run(status):
     tulip_workflow.finish_workflow_run(TRACKING_URI, status)
+
+
+# ----------------------------------------------------------------------------- ablation ladder
+# Each (variant, seed) trains into results/ablation/<slug>/seed<seed>/ and is evaluated as the
+# model "ablation-<slug>-seed<seed>" by the evaluation rules, with the settings every model gets.
+
+ABLATION = config.get("ablation")
+ABLATION_RUNS = ablation_plan.ladder_runs(config["train"], ABLATION) if ABLATION else []
+ABLATION_EXPERIMENT = (ABLATION or {}).get("experiment") or f"{config['tracking']['experiment']}-ablation"
+
+
+def _ablation_run(wildcards):
+    for run in ABLATION_RUNS:
+        if run.slug == wildcards.variant and run.seed == int(wildcards.seed):
+            return run
+    raise ValueError(
+        f"no ablation run for variant {wildcards.variant!r} and seed {wildcards.seed}; "
+        f"the ladder has {sorted({(r.slug, r.seed) for r in ABLATION_RUNS})}"
+    )
+
+
+def _ablation_folder(run):
+    return f"results/ablation/{run.slug}/seed{run.seed}"
+
+
+def ablation_eval_models():
+    """The ladder's checkpoints as evaluation models, by name."""
+    return {
+        run.model_name: {"name": run.model_name, "type": "tulip", "weights": f"{_ablation_folder(run)}/model.pt"}
+        for run in ABLATION_RUNS
+    }
+
+
+def _ablation_eval_results(run):
+    shots = config["eval"]["linear_probe"]["shots"]
+    return [
+        f"results/evaluate/{run.model_name}/{name}/{task}.json"
+        for name, entry in eval_datasets().items()
+        for task in eval_registry.task_outputs(entry, shots)
+    ]
+
+
+def ablation_eval_inputs(wildcards):
+    return _ablation_eval_results(_ablation_run(wildcards))
+
+
+def ablation_train_json(wildcards):
+    """The resolved train section of one (variant, seed)."""
+    return tulip_workflow.canonical_json(_ablation_run(wildcards).train)
+
+
+def ablation_run_name(wildcards):
+    run = _ablation_run(wildcards)
+    return f"{run.variant} seed {run.seed}"
+
+
+def ablation_tags_json(wildcards):
+    """Tags of the run's MLflow run; git_commit and slurm.job_id are added by the job itself."""
+    run = _ablation_run(wildcards)
+    tags = ablation_tracking.ladder_tags(
+        run.variant,
+        run.slug,
+        run.seed,
+        tulip_workflow.config_hash(run.train),
+        "ablation_pretrain",
+        {"variant": wildcards.variant, "seed": wildcards.seed},
+    )
+    return tulip_workflow.canonical_json(tags)
+
+
+def ablation_target(wildcards):
+    """The ladder report's files; a config without an ablation section stops the `ablation` target here."""
+    if not ABLATION_RUNS:
+        raise ValueError("the config has no ablation section; add ablation.variants and ablation.seeds")
+    return list(rules.ablation_report.output)
+
+
+def ablation_outputs(name):
+    """One output of every ladder run: "model.pt", "metrics.jsonl", "summary.json" or "tracked.json"."""
+    return [f"{_ablation_folder(run)}/{name}" for run in ABLATION_RUNS]
+
+
+def ablation_all_eval_results():
+    return [path for run in ABLATION_RUNS for path in _ablation_eval_results(run)]
+
+
+def ablation_plan_json():
+    """The ladder for the report: each variant's name, slug, overrides, seeds and resolved train section."""
+    if not ABLATION:
+        return "{}"
+    return tulip_workflow.canonical_json({"variants": ablation_plan.ladder_plan(config["train"], ABLATION)})
+
+
+def ablation_runs_json():
+    """Each ladder run's files for the report."""
+    runs = [
+        {
+            "variant": run.variant,
+            "seed": run.seed,
+            "metrics": f"{_ablation_folder(run)}/metrics.jsonl",
+            "summary": f"{_ablation_folder(run)}/summary.json",
+            "eval": _ablation_eval_results(run),
+        }
+        for run in ABLATION_RUNS
+    ]
+    return tulip_workflow.canonical_json({"runs": runs})
+
+
+def ablation_context_json():
+    """What the report states about the generated views: their generators and the share of samples they cover."""
+    geco = config["geco"]
+    return tulip_workflow.canonical_json(
+        {
+            "geco_text_model": geco["text"]["model"],
+            "geco_image_model": geco["image"]["model"],
+            "geco_text_fraction": geco["text"]["fraction"],
+            "geco_image_fraction": geco["image"]["fraction"],
+        }
+    )

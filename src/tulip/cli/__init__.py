@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tulip.cli import data, evaluate, export, geco, report, train
+from tulip.cli import ablation, data, evaluate, export, geco, report, train
 from tulip.cli.common import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tulip", description="TULIP pretraining workflow stages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, geco, train, evaluate, report, export):
+    for module in (data, geco, train, evaluate, report, ablation, export):
         module.register(subparsers)
     return parser
 

@@ -44,3 +44,12 @@ def add_config_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_stage_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--stage-name", default=default, help="name of the MLflow stage run (default: %(default)s)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that place a stage's MLflow run: its experiment, display name and extra tags."""
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment of the run (default: the workflow's, as a child of the workflow run)")
+    parser.add_argument("--run-name", default=None, help="display name of the run (default: the stage name)")
+    parser.add_argument("--stage-tags", type=json_object, default={}, metavar="JSON",
+                        help="extra tags of the run, as a JSON object")

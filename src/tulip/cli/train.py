@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tulip.cli.common import add_config_argument, add_stage_argument
+from tulip.cli.common import add_config_argument, add_run_arguments, add_stage_argument
 
 
 def register(subparsers) -> None:
@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--code-version", default="", help="version of the training code; checkpoints of other versions are not resumed")
     add_config_argument(p, "train")
     add_stage_argument(p, "pretrain")
+    add_run_arguments(p)
+    p.add_argument("--run-id-out", default=None, help="file to write the MLflow run id to (empty when not tracked)")
     p.set_defaults(func=pretrain)
 
 
@@ -38,7 +40,10 @@ def pretrain(args: argparse.Namespace) -> None:
     if not primary:
         run_training(cfg, args.manifest, out_dir, args.weights, code_version=args.code_version)
         return
-    with stage_run(args.stage_name, tags={"world_size": os.environ.get("WORLD_SIZE", "1")}) as run:
+    tags = {"world_size": os.environ.get("WORLD_SIZE", "1"), **args.stage_tags}
+    with stage_run(args.stage_name, tags=tags, experiment=args.experiment, run_name=args.run_name) as run:
+        if args.run_id_out:
+            Path(args.run_id_out).write_text(run.run_id or "", encoding="utf-8")
         run.log_params(cfg.to_dict())
         tracker: StageRun = run
         result = run_training(cfg, args.manifest, out_dir, args.weights, callbacks=[tracker.log_metrics],

@@ -11,12 +11,24 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from tulip.tracking.mlflow_runs import EXPERIMENT_ENV, PARENT_ENV, end_run, git_commit, start_parent_run
+from tulip.tracking.mlflow_runs import (
+    EXPERIMENT_ENV,
+    PARENT_ENV,
+    end_run,
+    ensure_experiment,
+    git_commit,
+    start_parent_run,
+)
 
 
 def canonical_json(value) -> str:
     """Sorted-key JSON, so reordering YAML keys does not look like a change."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(value) -> str:
+    """SHA-256 (16 hex digits) of a config section's canonical JSON."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
 
 
 def code_version(src_dir: str | Path, entries: Iterable[str]) -> str:
@@ -60,7 +72,7 @@ def start_workflow_run(tracking_uri: str, experiment: str, config: dict, repo_di
     Path("results/mlflow").mkdir(parents=True, exist_ok=True)
     tags = {
         "git_commit": git_commit(repo_dir) or "unknown",
-        "config_hash": hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16],
+        "config_hash": config_hash(config),
         "snakemake.version": snakemake.__version__,
         "slurm.job_id": os.environ.get("SLURM_JOB_ID", ""),
     }
@@ -97,3 +109,8 @@ def download_shard_names(tables: list[str] | None, num_rows: int | None, downloa
     columns, options = download_config(download_section)
     counts = [num_rows] if num_rows is not None else [t.num_rows for t in read_pairs_tables(tables, columns)]
     return [shard_name(plan.index).removesuffix(".tar") for plan in plan_shards(counts, options.rows_per_shard)]
+
+
+def create_experiment(tracking_uri: str, name: str, local_store: bool) -> str:
+    """Create experiment ``name`` if missing, with its artifacts beside the workflow's in a local store."""
+    return ensure_experiment(tracking_uri, name, "results/mlflow/artifacts" if local_store else None)

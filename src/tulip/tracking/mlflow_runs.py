@@ -153,11 +153,16 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(stage: str, tracking_uri: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+def stage_run(
+    stage: str, tracking_uri: str | None = None, tags: Mapping[str, Any] | None = None,
+    experiment: str | None = None, run_name: str | None = None,
+) -> Iterator[StageRun]:
     """Open a child run named after ``stage`` under the workflow run from the environment.
 
     Without ``TULIP_MLFLOW_PARENT_RUN_ID`` (a stage started by hand) the run stands alone. The run ends
     FINISHED when the block completes and FAILED when it raises; the exception is re-raised.
+    With ``experiment`` the run goes to that experiment instead of the workflow run's. MLflow nests
+    runs only within one experiment, so there the workflow run's id is the tag ``tulip.workflow_run_id``.
     """
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
@@ -166,7 +171,8 @@ def stage_run(stage: str, tracking_uri: str | None = None, tags: Mapping[str, An
         return
     client = _client(tracking_uri)
     parent = os.environ.get(PARENT_ENV)
-    experiment = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    own_experiment = experiment is not None
+    experiment = experiment or os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
     run_tags = {
         "tulip.level": "stage",
         "tulip.stage": stage,
@@ -175,13 +181,14 @@ def stage_run(stage: str, tracking_uri: str | None = None, tags: Mapping[str, An
         **(tags or {}),
     }
     if parent:
-        run_tags["mlflow.parentRunId"] = parent
+        run_tags["tulip.workflow_run_id" if own_experiment else "mlflow.parentRunId"] = parent
 
     def create():
         experiment_id = ensure_experiment(tracking_uri, experiment)
-        if parent:
+        if parent and not own_experiment:
             experiment_id = client.get_run(parent).info.experiment_id
-        return client.create_run(experiment_id, run_name=stage, tags={k: str(v) for k, v in run_tags.items() if v is not None})
+        return client.create_run(experiment_id, run_name=run_name or stage,
+                                 tags={k: str(v) for k, v in run_tags.items() if v is not None})
 
     run = _retry(create, f"creating the run of stage {stage}")
     tracker = StageRun(client, run.info.run_id if run else None)
