@@ -184,6 +184,40 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return payload[0]
 
 
+def all_reduce_gradients(parameters) -> None:
+    """Replace every parameter's ``.grad`` by its mean over ranks, as DistributedDataParallel would."""
+    if not is_initialized() or get_world_size() == 1:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for param in params:
+        if param.grad is None:  # every rank must send the same layout
+            param.grad = torch.zeros_like(param)
+    grads = [p.grad for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= get_world_size()
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Return the list of ``obj`` from every rank, in rank order."""
+    if not is_initialized() or get_world_size() == 1:
+        return [obj]
+    payload: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(payload, obj)
+    return payload
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    return bool(all_reduce_max(int(flag)))
+
+
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()
