@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import random
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -337,6 +338,16 @@ class TrainLoader:
         return islice(iter(self.loader), dropped, None)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM and SIGUSR1 to the training process, which stops after its step.
+
+    A scheduler signals every process of the job; a worker dying on it would fail the step that
+    the training process is finishing before it writes its checkpoint.
+    """
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def build_train_loader(
     shards: Sequence[str],
     counts: Sequence[int],
@@ -381,5 +392,6 @@ def build_train_loader(
         # Its own generator, so starting an epoch draws no number from the process's torch RNG,
         # whose state a resumed run restores at a step boundary.
         generator=torch.Generator().manual_seed(derive_seed(options.seed, options.rank, "loader")),
+        worker_init_fn=_ignore_stop_signals,
     )
     return TrainLoader(stream, loader, steps)

@@ -27,6 +27,7 @@ class TrainingInterrupted(Exception):
     """Training stopped on a signal after writing the checkpoint of ``step``."""
 
     exit_code = REQUEUE_EXIT_CODE
+    run_status = "KILLED"  # how the MLflow run of the stage ends
 
     def __init__(self, signal_name: str, step: int):
         super().__init__(f"stopped by {signal_name} after step {step}; the checkpoint of step {step} is written")
