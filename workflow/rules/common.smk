@@ -15,6 +15,7 @@ if str(SRC_DIR) not in sys.path:
     sys.path.insert(0, str(SRC_DIR))
 
 from tulip.cli import workflow as tulip_workflow
+from tulip.tracking import redact as tulip_redact
 from tulip.eval import registry as eval_registry
 
 # Library code each stage runs. Editing any of these files reruns the stage, through the
@@ -291,7 +292,7 @@ def start_workflow_run():
     run_id = tulip_workflow.start_workflow_run(
         TRACKING_URI, config["tracking"]["experiment"], config, workflow.basedir, LOCAL_TRACKING_STORE
     )
-    print(f"MLflow: workflow run {run_id} in {TRACKING_URI}", file=sys.stderr)
+    print(f"MLflow: workflow run {run_id} in {tulip_redact.redact(TRACKING_URI)}", file=sys.stderr)
 
 
 def finish_workflow_run(status):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from timm.models.vision_transformer import Block as VisionBlock
 from torch.nn.parallel import DistributedDataParallel
 
 from tulip import distributed
@@ -29,6 +30,7 @@ from tulip.data.preflight import ShardCheckError, preflight
 from tulip.data.shards import shard_paths
 from tulip.data.stats import SkipCounter
 from tulip.models import create_model, get_tokenizer
+from tulip.models.text import ResidualAttentionBlock
 from tulip.models.transforms import INTERPOLATION_MODES, image_transform
 from tulip.train.accumulation import accumulate_gradients
 from tulip.train import checkpoint as ckpt
@@ -108,14 +110,25 @@ class Trainer:
         self.tokenizer = get_tokenizer(self.module.cfg)
         # The task owns the model, heads and decoders; the EMA teacher stays outside DDP because it is not trained.
         self.task = TulipTask(self.module, cfg, pad_id=self.tokenizer.pad_id).to(self.info.device)
-        self.teacher = self.task.build_teacher()
         self.train_module = self.task
+        self.sharded = cfg.parallel == "fsdp" and self.info.world_size > 1
+        if self.sharded and cfg.grad_accum_steps > 1:
+            raise ValueError("train.grad_accum_steps above 1 needs train.parallel 'ddp': the cached-embedding "
+                             "passes call the towers outside the sharded module's forward")
         if self.info.world_size > 1:
+            # Every rank starts from rank 0's initial weights (the teacher is built from them below).
+            distributed.broadcast_module(self.task)
+        self.teacher = self.task.build_teacher()
+        self.replicated_params: list[torch.nn.Parameter] = []  # kept whole under FSDP2; gradients reduced here
+        if self.sharded:
+            self.replicated_params = distributed.shard_module(self.task, (VisionBlock, ResidualAttentionBlock))
+        elif self.info.world_size > 1:
             device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.task, device_ids=device_ids)
+        # Fused AdamW takes plain tensors only; sharded parameters (DTensors) use the foreach form.
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.task, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-            fused=self.info.device.type in ("cpu", "cuda"),
+            fused=not self.sharded and self.info.device.type in ("cpu", "cuda"),
         )
         self.step = 0
         self.samples_seen = 0
@@ -189,11 +202,15 @@ class Trainer:
         if path is None:
             return None
         state = ckpt.load_checkpoint(path)
-        self.module.load_state_dict(state["model"])
-        self.task.load_objective_state_dict(state.get("objective", {}))
+        if self.sharded:
+            task_state = {**{f"model.{k}": v for k, v in state["model"].items()}, **state.get("objective", {})}
+            distributed.load_full_state_dicts(self.task, task_state, self.optimizer, state["optimizer"])
+        else:
+            self.module.load_state_dict(state["model"])
+            self.task.load_objective_state_dict(state.get("objective", {}))
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.samples_seen = state["samples_seen"]
         self.history = list(state.get("metrics_history", []))
@@ -218,13 +235,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         # Every rank's RNG states, so a resumed run of the same size continues each process's streams.
         rng_per_rank = distributed.all_gather_object(ckpt.rng_state())
+        model_state, objective_state, optimizer_state = self._full_states()
         if self.info.is_primary:
             state = {
-                "model": self.module.state_dict(),
+                "model": model_state,
                 "model_config": self.module.cfg.to_dict(),
-                "objective": self.task.objective_state_dict(),
+                "objective": objective_state,
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "step": self.step,
                 "samples_seen": self.samples_seen,
                 "config_hash": self.config_hash,
@@ -237,6 +255,15 @@ class Trainer:
             ckpt.atomic_torch_save(state, self.ckpt_dir / ckpt.checkpoint_name(self.step))
             ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         distributed.barrier()
+
+    def _full_states(self) -> tuple[dict, dict, dict]:
+        """Whole (model, objective, optimizer) state dicts; under FSDP2 gathered to rank 0 (a collective)."""
+        if not self.sharded:
+            return self.module.state_dict(), self.task.objective_state_dict(), self.optimizer.state_dict()
+        task_state, optimizer_state = distributed.full_state_dicts(self.task, self.optimizer)
+        model_state = {k[len("model."):]: v for k, v in task_state.items() if k.startswith("model.")}
+        objective_state = {k: v for k, v in task_state.items() if not k.startswith("model.")}
+        return model_state, objective_state, optimizer_state
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -274,13 +301,15 @@ class Trainer:
         with _autocast(self.info.device, self.cfg.precision):
             out = self.train_module(batch, self.teacher)  # "loss" is the weighted total of the "*_loss" terms
         out["loss"].backward()
+        distributed.all_reduce_gradients(self.replicated_params)
         return out
 
     # ------------------------------------------------------------------ loop
     def _log(self, values: dict[str, torch.Tensor], seconds: float, steps_timed: int) -> dict[str, float]:
+        values = {k: distributed.full_tensor(v) for k, v in values.items()}
         record = {k: float(distributed.all_reduce_mean(v.float())) for k, v in values.items()}
-        record["logit_scale"] = float(self.module.logit_scale.detach().exp())
-        record["logit_bias"] = float(self.module.logit_bias.detach())
+        record["logit_scale"] = float(distributed.full_tensor(self.module.logit_scale.detach()).exp())
+        record["logit_bias"] = float(distributed.full_tensor(self.module.logit_bias.detach()))
         record["samples_per_s"] = steps_timed * self.cfg.batch_size / max(seconds, 1e-9)
         record["samples_per_s_per_device"] = record["samples_per_s"] / self.info.world_size
         seconds_per_step = seconds / max(steps_timed, 1)
@@ -355,8 +384,9 @@ class Trainer:
 
     def export_weights(self, path: str | Path) -> None:
         """Write the final model weights with their model config (what evaluation loads)."""
+        model_state, _, _ = self._full_states()
         if self.info.is_primary:
-            state = {"model": self.module.state_dict(), "model_config": self.module.cfg.to_dict(), "step": self.step}
+            state = {"model": model_state, "model_config": self.module.cfg.to_dict(), "step": self.step}
             ckpt.atomic_torch_save(state, path)
         distributed.barrier()
 
