@@ -54,7 +54,7 @@ def _gradients(weights: dict[str, float], parts: int) -> tuple[dict[str, torch.T
     return grads, {k: v.detach() for k, v in out.items()}
 
 
-def test_accumulation_two_by_four_equals_batch_of_eight():
+def test_accumulation_matches_full_batch():
     full, full_out = _gradients(CONTRASTIVE_TERMS, parts=1)
     accumulated, accumulated_out = _gradients(CONTRASTIVE_TERMS, parts=2)
     assert accumulated.keys() == full.keys()
@@ -63,7 +63,7 @@ def test_accumulation_two_by_four_equals_batch_of_eight():
     assert float(accumulated_out["loss"]) == pytest.approx(float(full_out["loss"]), rel=1e-6)
 
 
-def test_accumulation_differs_from_summed_micro_batch_losses():
+def test_summed_micro_losses_differ():
     """The reference the cached-embedding method must beat: mean of per-micro-batch losses has another gradient."""
     full, _ = _gradients({"image_text_loss": 1.0}, parts=1)
     torch.manual_seed(0)
@@ -75,19 +75,19 @@ def test_accumulation_differs_from_summed_micro_batch_losses():
     assert not torch.allclose(naive, full["model.logit_bias"], atol=1e-4)
 
 
-def test_accumulation_with_image_reconstruction_trains_every_parameter():
+def test_accumulation_trains_image_decoder():
     weights = {**CONTRASTIVE_TERMS, "image_reconstruction_loss": 2.0}
     grads, out = _gradients(weights, parts=4)
     assert any(name.startswith("image_decoder.") for name in grads)
     assert torch.isfinite(out["image_reconstruction_loss"])
 
 
-def test_split_batch_keeps_views_with_their_owners():
+def test_split_batch_keeps_view_owners():
     pieces = split_batch(_batch(), 2)
     assert pieces[1]["image_views_index"].tolist() == [1, 3]
     assert torch.equal(pieces[1]["image_views"], _batch()["image_views"][1:])
 
 
-def test_split_batch_rejects_uneven_micro_batches():
+def test_split_batch_rejects_uneven_split():
     with pytest.raises(ValueError, match="grad_accum_steps"):
         split_batch(_batch(), 3)

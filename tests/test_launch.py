@@ -48,7 +48,7 @@ def _curve(out_dir: Path) -> list[tuple]:
     return [tuple(record[key] for key in CURVE_KEYS) for record in records]
 
 
-def test_two_agents_match_one_agent_with_two_processes(manifest, tmp_path):  # noqa: F811
+def test_two_agents_match_one_agent(manifest, tmp_path):  # noqa: F811
     """Two torchrun agents of one process each (two nodes) give the curve and weights of one agent with two."""
     single, multi = tmp_path / "one-node", tmp_path / "two-nodes"
     subprocess.run(_torchrun("--standalone", "--nproc-per-node", "2", *_pretrain_args(manifest, single)),
@@ -65,3 +65,43 @@ def test_two_agents_match_one_agent_with_two_processes(manifest, tmp_path):  # n
     one = torch.load(single / "model.pt", weights_only=False)["model"]
     two = torch.load(multi / "model.pt", weights_only=False)["model"]
     assert all(torch.equal(one[name], two[name]) for name in one)
+
+
+def _resume_worker(rank: int, world: int, port: int, manifest_path: str, out_dir: str) -> None:
+    import logging
+
+    from test_train import _config
+    from tulip.train.loop import run_training
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    handler = logging.FileHandler(os.path.join(out_dir, f"rank{rank}.log"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    run_training(_config(), manifest_path, out_dir, os.path.join(out_dir, "model.pt"))
+
+
+def test_world_size_change_keeps_schedule(manifest, tmp_path):  # noqa: F811
+    """A one-process checkpoint resumed by two processes continues the learning rate by samples seen, and says so."""
+    import torch.multiprocessing as mp
+
+    from test_train import _config
+    from tulip.train.loop import Trainer, run_training
+
+    reference = run_training(_config(), manifest, tmp_path / "one", tmp_path / "one" / "model.pt")
+    assert reference.steps == 6
+    partial = tmp_path / "partial"
+    run_training(_config(steps=3), manifest, partial, partial / "model.pt")
+    state = torch.load(partial / "checkpoints" / "step_00000003.pt", weights_only=False)
+    resumed = tmp_path / "two"
+    (resumed / "checkpoints").mkdir(parents=True)
+    state["config_hash"] = Trainer(_config(), manifest, resumed).config_hash  # as if the 6-step run had stopped
+    torch.save(state, resumed / "checkpoints" / "step_00000003.pt")
+    mp.spawn(_resume_worker, args=(2, _free_port(), str(manifest), str(resumed)), nprocs=2, join=True)
+    lr = {r["step"]: r["lr"] for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines())}
+    expected = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "one" / "metrics.jsonl").read_text().splitlines())}
+    assert lr == expected
+    log = (resumed / "rank0.log").read_text()
+    assert "resuming a run of 1 processes with 2" in log
+    assert "the learning rate follows the 96 samples seen" in log

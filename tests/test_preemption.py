@@ -70,18 +70,19 @@ def uninterrupted(manifest, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_checkpoints_and_exits_for_requeue(manifest, uninterrupted, tmp_path, sig):  # noqa: F811
+def test_stop_signal_checkpoints_and_exits(manifest, uninterrupted, tmp_path, sig):  # noqa: F811
     """The signal ends training at a step boundary with a checkpoint of that step and exit code 75."""
     process = subprocess.Popen(_command(manifest, tmp_path), env=_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     code = _stop_after(process, tmp_path, 3, sig)
     assert code == REQUEUE_EXIT_CODE
     steps = [step for step, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")]
-    assert len(steps) == 1 and 3 <= steps[0] < STEPS
+    assert len(steps) == 1
+    assert 3 <= steps[0] < STEPS
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_resume_after_stop_is_bitwise_identical(manifest, uninterrupted, tmp_path):  # noqa: F811
+def test_resume_after_stop_is_exact(manifest, uninterrupted, tmp_path):  # noqa: F811
     """Stopped at step 4 and started again, the run ends with the uninterrupted run's weights and curve, bit for bit."""
     process = subprocess.Popen(_command(manifest, tmp_path), env=_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)

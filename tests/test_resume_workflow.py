@@ -71,7 +71,7 @@ def workdir(tmp_path_factory):
     return workdir
 
 
-def test_kill_9_then_rerun_resumes_bitwise(workdir):
+def test_kill_then_rerun_resumes_exactly(workdir):
     """The rerun after a kill -9 ends with the uninterrupted run's weights and loss curve, bit for bit."""
     pretrain = workdir / "results" / "pretrain"
     first = subprocess.run(_command(workdir), cwd=workdir, env=_env(), capture_output=True, text=True, timeout=2400)

@@ -47,7 +47,7 @@ def _files_with_secrets(root: Path) -> list[str]:
     return found
 
 
-def test_secrets_stay_out_of_every_output(manifest, tmp_path):  # noqa: F811
+def test_secrets_absent_from_outputs(manifest, tmp_path):  # noqa: F811
     """Logs, metrics, checkpoints, weights, the MLflow store and its artifacts hold none of the planted values."""
     result = _run_pretrain(manifest, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,7 +60,7 @@ def test_secrets_stay_out_of_every_output(manifest, tmp_path):  # noqa: F811
     assert _files_with_secrets(tmp_path) == []
 
 
-def test_dead_tracking_server_neither_stops_training_nor_leaks_its_password(manifest, tmp_path):  # noqa: F811
+def test_dead_tracking_server_is_harmless(manifest, tmp_path):  # noqa: F811
     """An unreachable server behind a URI with credentials: training finishes and the log shows no password."""
     password = SECRETS["MLFLOW_TRACKING_PASSWORD"]
     import socket
@@ -71,22 +71,23 @@ def test_dead_tracking_server_neither_stops_training_nor_leaks_its_password(mani
     result = _run_pretrain(manifest, tmp_path, f"http://tulip:{password}@127.0.0.1:{port}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "results" / "pretrain" / "model.pt").is_file()
-    assert "MLflow" in result.stderr and "failed" in result.stderr
+    assert "MLflow" in result.stderr
+    assert "failed after 3 attempts" in result.stderr
     assert _files_with_secrets(tmp_path) == []
 
 
-def test_redact_masks_secret_values_and_uri_credentials(monkeypatch):
+def test_redact_masks_values_and_credentials(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRETS["HF_TOKEN"])
     text = redact.redact(f"token {SECRETS['HF_TOKEN']} at https://user:pw@example.org/x")
     assert text == "token *** at https://***@example.org/x"
 
 
-def test_redact_ignores_short_and_ordinary_variables():
+def test_redact_ignores_ordinary_variables():
     values = redact.secret_values({"API_KEY": "abc", "HOME": "/root/secret-home", "GH_TOKEN": "ghp_123456"})
     assert values == ["ghp_123456"]
 
 
-def test_redacting_records_cover_library_handlers(monkeypatch, caplog):
+def test_redaction_covers_library_loggers(monkeypatch, caplog):
     """A record logged through any logger is masked when it is created."""
     monkeypatch.setattr(redact, "_installed", False)
     previous = logging.getLogRecordFactory()

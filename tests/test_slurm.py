@@ -66,7 +66,7 @@ def _sacct_jobs(workdir: Path) -> list[dict[str, str]]:
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
-def test_slurm_workflow_trains_on_both_nodes(slurm_run):
+def test_slurm_pretrain_spans_both_nodes(slurm_run):
     """The pretrain job spans node1 and node2, each running one torchrun agent, and finishes."""
     workdir, result = slurm_run
     summary = json.loads((workdir / "results" / "pretrain" / "summary.json").read_text())
@@ -77,7 +77,7 @@ def test_slurm_workflow_trains_on_both_nodes(slurm_run):
                for job in steps), steps
 
 
-def test_slurm_every_job_is_submitted_and_accounted(slurm_run):
+def test_slurm_jobs_are_accounted(slurm_run):
     """Each job of the run went through sbatch, and sacct (the plugin's status source) saw it complete."""
     workdir, result = slurm_run
     submitted = result.stderr.count("submitted with SLURM jobid")

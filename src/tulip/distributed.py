@@ -227,7 +227,8 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(tensor, src=src)
 
 
-def shard_module(module: torch.nn.Module, block_types: tuple[type, ...]) -> list[torch.nn.Parameter]:
+def shard_module(module: torch.nn.Module, block_types: tuple[type, ...],
+                 forward_methods: tuple[str, ...] = ("forward_positions",)) -> list[torch.nn.Parameter]:
     """Shard ``module`` in place with FSDP2: each block of ``block_types`` is one unit, the rest one more.
 
     Parameters become DTensors holding this rank's shard; a block's full weights exist only during
@@ -235,12 +236,16 @@ def shard_module(module: torch.nn.Module, block_types: tuple[type, ...]) -> list
     whole on every rank and are returned: their gradients must be averaged with
     ``all_reduce_gradients`` after each backward pass.
     """
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     scalars = {p for p in module.parameters() if p.dim() == 0}
     for sub in module.modules():
         if isinstance(sub, block_types):
             fully_shard(sub, ignored_params={p for p in sub.parameters() if p in scalars} or None)
+            # Blocks called through another method than forward gather their weights for it too.
+            for method in forward_methods:
+                if hasattr(sub, method):
+                    register_fsdp_forward_method(sub, method)
     fully_shard(module, ignored_params=scalars or None)
     return [p for p in module.parameters() if p in scalars]
 

@@ -327,6 +327,13 @@ class TrainLoader:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
+    def close(self) -> None:
+        """Stop the worker processes now. Workers ignore SIGTERM, so they must not be left to exit handlers."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
     def __iter__(self) -> Iterator[dict]:
         # The data loader asks its workers for batches in turn starting from worker 0, so the workers
         # skip a whole number of rounds and the remaining batches of the last round are read and dropped here.

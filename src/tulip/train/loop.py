@@ -341,8 +341,11 @@ class Trainer:
         # The loader's stream depends only on (seed, epoch, rank, worker), so a resumed run passes
         # over the batches of its epoch that were already trained on and continues exactly.
         epoch, skip = divmod(self.step, self.batches_per_epoch)
-        with StopRequest() as stop:
-            self._train_epochs(epoch, skip, stop)
+        try:
+            with StopRequest() as stop:
+                self._train_epochs(epoch, skip, stop)
+        finally:
+            self.loader.close()
         self.save_checkpoint()
         result = TrainResult(
             steps=self.step,
@@ -368,19 +371,20 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = self._log(values, time.monotonic() - window_start, window_steps)
                     logger.info(
-                        "step %d/%d loss %.4f lr %.2e %.1f samples/s",
-                        self.step, cfg.steps, record["loss"], record["lr"], record["samples_per_s"],
+                        "step %d/%d loss %.4f lr %.2e %.1f samples/s MFU %.2g",
+                        self.step, cfg.steps, record["loss"], record["lr"], record["samples_per_s"], record["mfu"],
                     )
                     window_start, window_steps = time.monotonic(), 0
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
+                if self.step >= cfg.steps:
+                    break  # a signal now is left to the end of fit(), which writes the final checkpoint
                 # Every rank stops at the same step when any of them got the signal.
                 if distributed.any_rank(stop.requested):
-                    self.save_checkpoint()
+                    if self.step % cfg.checkpoint_every != 0:  # else the checkpoint of this step is written
+                        self.save_checkpoint()
                     raise TrainingInterrupted(stop.received.name if stop.received else "a signal on another rank",
                                               self.step)
-                if self.step >= cfg.steps:
-                    break
 
     def export_weights(self, path: str | Path) -> None:
         """Write the final model weights with their model config (what evaluation loads)."""
