@@ -6,8 +6,8 @@ the device peak (``tulip.train.throughput``). This script times the image-text s
 and prints:
 
 - ``flops_counted``: the FLOP counter's figure for one step;
-- ``flops_analytic``: the reference, 6 x parameters x tokens of each tower (2 for the forward pass,
-  4 for the backward), ignoring attention's sequence-squared term;
+- ``flops_analytic``: the reference, 6 x matmul weights x tokens of each tower (2 for the forward
+  pass, 4 for the backward), ignoring attention's sequence-squared term and the loss;
 - ``mfu``: counted FLOPs per second over ``peak_flops`` (the datasheet table on GPUs, measured on
   CPUs, or ``--peak-flops``).
 
@@ -41,6 +41,18 @@ def _batch(model, batch_size: int, device: torch.device) -> dict:
 def _tower_tokens(model, batch: dict) -> tuple[int, int]:
     patches = (model.image_size // model.visual.patch_size) ** 2
     return batch["image"].shape[0] * patches, batch["text"].numel()
+
+
+def _matmul_params(module: torch.nn.Module) -> int:
+    """Count the matrix weights (linear, convolution, attention projections): 2 FLOPs per token each, forward.
+
+    Embedding tables and position embeddings are looked up, not multiplied, so they are left out.
+    """
+    looked_up = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return sum(
+        p.numel() for name, p in module.named_parameters()
+        if p.dim() >= 2 and id(p) not in looked_up and not any(k in name for k in ("pos", "embedding", "token"))
+    )
 
 
 def main() -> None:
@@ -86,10 +98,8 @@ def main() -> None:
     step_seconds = statistics.median(seconds)
 
     image_tokens, text_tokens = _tower_tokens(model, batch)
-    image_params = sum(p.numel() for p in model.visual.parameters())
-    text_params = sum(p.numel() for p in model.text.parameters())
-    analytic = 6 * (image_params * image_tokens / args.batch_size * args.batch_size
-                    + text_params * text_tokens)
+    image_params, text_params = _matmul_params(model.visual), _matmul_params(model.text)
+    analytic = 6 * (image_params * image_tokens + text_params * text_tokens)
     peak = device_peak_flops(device, args.precision, args.peak_flops)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads"
     print(f"model: {args.model}")

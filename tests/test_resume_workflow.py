@@ -46,7 +46,7 @@ def _curve(path: Path) -> list[tuple]:
 
 
 def _training_pids(workdir: Path) -> list[int]:
-    """Processes running `-m tulip pretrain` (not their torchrun agent) in ``workdir``."""
+    """Training processes running `-m tulip pretrain` in ``workdir``: not their torchrun agent or loader workers."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -58,7 +58,13 @@ def _training_pids(workdir: Path) -> list[int]:
             continue
         if cwd == str(workdir) and b"pretrain" in args and b"tulip" in args and not any(b"torchrun" in a for a in args):
             pids.append(int(entry.name))
-    return pids
+    # Loader workers are forked from the training process and share its command line.
+    return [pid for pid in pids if _parent(pid) not in pids]
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 @pytest.fixture(scope="module")
