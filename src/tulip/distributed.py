@@ -184,6 +184,100 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return payload[0]
 
 
+def all_reduce_gradients(parameters) -> None:
+    """Replace every parameter's ``.grad`` by its mean over ranks, as DistributedDataParallel would."""
+    if not is_initialized() or get_world_size() == 1:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for param in params:
+        if param.grad is None:  # every rank must send the same layout
+            param.grad = torch.zeros_like(param)
+    grads = [p.grad for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= get_world_size()
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Return the list of ``obj`` from every rank, in rank order."""
+    if not is_initialized() or get_world_size() == 1:
+        return [obj]
+    payload: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(payload, obj)
+    return payload
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one."""
+    return bool(all_reduce_max(int(flag)))
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every parameter and buffer of ``module`` from rank ``src`` to the other ranks, in place."""
+    if not is_initialized() or get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=src)
+
+
+def shard_module(module: torch.nn.Module, block_types: tuple[type, ...],
+                 forward_methods: tuple[str, ...] = ("forward_positions",)) -> list[torch.nn.Parameter]:
+    """Shard ``module`` in place with FSDP2: each block of ``block_types`` is one unit, the rest one more.
+
+    Parameters become DTensors holding this rank's shard; a block's full weights exist only during
+    its forward and backward. FSDP2 cannot shard scalars (temperatures and biases), so those stay
+    whole on every rank and are returned: their gradients must be averaged with
+    ``all_reduce_gradients`` after each backward pass.
+    """
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    scalars = {p for p in module.parameters() if p.dim() == 0}
+    for sub in module.modules():
+        if isinstance(sub, block_types):
+            fully_shard(sub, ignored_params={p for p in sub.parameters() if p in scalars} or None)
+            # Blocks called through another method than forward gather their weights for it too.
+            for method in forward_methods:
+                if hasattr(sub, method):
+                    register_fsdp_forward_method(sub, method)
+    fully_shard(module, ignored_params=scalars or None)
+    return [p for p in module.parameters() if p in scalars]
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a sharded DTensor (a collective: every rank must call it); others unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def full_state_dicts(module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
+    """Unsharded (model, optimizer) state dicts of an FSDP2 module on CPU; complete on rank 0 only (a collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(module, options=options)
+    optimizer_state = get_optimizer_state_dict(module, optimizer, options=options) if optimizer is not None else None
+    return model_state, optimizer_state
+
+
+def load_full_state_dicts(module: torch.nn.Module, model_state: dict, optimizer: torch.optim.Optimizer | None = None,
+                          optimizer_state: dict | None = None) -> None:
+    """Load unsharded state dicts (as ``full_state_dicts`` returns them, present on every rank) into an FSDP2 module."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(module, model_state, options=options)
+    if optimizer is not None and optimizer_state is not None:
+        set_optimizer_state_dict(module, optimizer, optimizer_state, options=options)
+
+
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()

@@ -4,6 +4,7 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
@@ -16,6 +17,7 @@ if str(SRC_DIR) not in sys.path:
 from tulip.cli import workflow as tulip_workflow
 from tulip.eval import registry as eval_registry
 from tulip.tracking import ablation as ablation_tracking
+from tulip.tracking import redact as tulip_redact
 from tulip.train import ablation as ablation_plan
 
 # Library code each stage runs. Editing any of these files reruns the stage, through the
@@ -140,6 +142,50 @@ def stage_config(*path):
 
 def code_version(stage):
     return tulip_workflow.code_version(SRC_DIR, STAGE_CODE[stage])
+
+
+def machine_cores():
+    """The --cores of a local run; 1 under a cluster executor, whose profile sets threads per rule."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+def multi_node():
+    return config["launch"]["nodes"] > 1
+
+
+def pretrain_launch_resources():
+    """SLURM geometry of the pretrain job: one task per node when it spans several nodes.
+
+    The `mpi` resource makes the SLURM job step run the rule's shell directly on the first node
+    instead of under `srun -n1`; the shell's own `srun` then starts one torchrun agent per node.
+    `tasks_per_gpu=0` stops `tasks` from turning into `--ntasks-per-gpu` on GPU partitions.
+    """
+    nodes = config["launch"]["nodes"]
+    if nodes == 1:
+        return {}
+    return {"mpi": "srun", "nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0}
+
+
+def torchrun_launcher():
+    """The command that starts the training processes, ending where `-m tulip pretrain` follows."""
+    if not multi_node():
+        return "torchrun --standalone --nproc-per-node {resources.nproc_per_node}"
+    # The rendezvous host is the first node of the allocation, by its address (NodeAddr), which
+    # is its hostname on most clusters and 127.0.0.1 for nodes simulated on one machine. The
+    # node list comes from squeue: the plugin's job step passes on SLURM_JOB_ID but not
+    # SLURM_JOB_NODELIST.
+    first_node = "$(scontrol show hostnames \"$(squeue -h -j $SLURM_JOB_ID -o %N)\" | head -n 1)"
+    address = f"$(scontrol show node {first_node} | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')"
+    port = f"$(({config['launch']['rendezvous_port']} + SLURM_JOB_ID % 1000))"
+    return (
+        "{resources.mpi} --nodes {resources.nodes} --ntasks {resources.tasks} --ntasks-per-node 1 "
+        "--cpus-per-task {threads} --kill-on-bad-exit=1 "
+        "torchrun --nnodes {resources.nodes} --nproc-per-node {resources.nproc_per_node} "
+        f"--rdzv-backend c10d --rdzv-endpoint {address}:{port} --rdzv-id $SLURM_JOB_ID"
+    )
 
 
 def pairs_tables():
@@ -322,7 +368,7 @@ def start_workflow_run():
     )
     if ABLATION:
         tulip_workflow.create_experiment(TRACKING_URI, ABLATION_EXPERIMENT, LOCAL_TRACKING_STORE)
-    print(f"MLflow: workflow run {run_id} in {TRACKING_URI}", file=sys.stderr)
+    print(f"MLflow: workflow run {run_id} in {tulip_redact.redact(TRACKING_URI)}", file=sys.stderr)
 
 
 def finish_workflow_run(status):

@@ -39,7 +39,7 @@ rule eval_features:
         dataset=eval_dataset_json,
         config=eval_features_json,
         code=code_version("eval_features"),
-    threads: max(1, workflow.cores // 2)
+    threads: max(1, machine_cores() // 2)
     resources:
         gpu=0,
     log:
@@ -67,7 +67,7 @@ rule eval_classification:
         dataset=eval_dataset_json,
         config=eval_task_json,
         code=code_version("eval_task"),
-    threads: max(1, workflow.cores // 2)
+    threads: max(1, machine_cores() // 2)
     resources:
         gpu=0,
     log:
@@ -93,7 +93,7 @@ rule eval_matching:
         dataset=eval_dataset_json,
         config=eval_task_json,
         code=code_version("eval_task"),
-    threads: max(1, workflow.cores // 2)
+    threads: max(1, machine_cores() // 2)
     resources:
         gpu=0,
     log:

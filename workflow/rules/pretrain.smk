@@ -1,5 +1,8 @@
 # Stage 4: pretraining under torchrun (gloo on CPU, NCCL on GPU). Checkpoints in
-# results/pretrain/checkpoints/ survive a failed job, so a retry resumes instead of restarting.
+# results/pretrain/checkpoints/ survive a failed or stopped job, so a retry resumes exactly
+# instead of restarting. SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption)
+# makes training write a checkpoint and exit with 75; torchrun forwards SIGUSR1 to its workers
+# because TORCHELASTIC_SIGNALS_TO_HANDLE lists it.
 
 
 rule pretrain:
@@ -12,10 +15,11 @@ rule pretrain:
     params:
         config=stage_config("train"),
         code=code_version("pretrain"),
-    threads: workflow.cores
+    threads: machine_cores()
     resources:
         nproc_per_node=1,
         gpu=0,
+        **pretrain_launch_resources(),
     log:
         "logs/pretrain.log",
     benchmark:
@@ -23,6 +27,8 @@ rule pretrain:
     conda:
         "../../envs/train.yaml"
     shell:
-        "torchrun --standalone --nproc-per-node {resources.nproc_per_node} -m tulip pretrain "
+        "TORCHELASTIC_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 "
+        + torchrun_launcher()
+        + " -m tulip pretrain "
         "--manifest {input.manifest} --out-dir $(dirname {output.weights}) --weights {output.weights} "
         "--threads {threads} --code-version {params.code} --config-json {params.config:q} > {log} 2>&1"

@@ -22,6 +22,10 @@ def setup_logging() -> None:
     )
     for noisy in ("urllib3", "httpx", "alembic", "mlflow.store", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Credentials in the environment (a hub token, tracking or cloud passwords) never reach a log.
+    from tulip.tracking import redact
+
+    redact.install()
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from pathlib import Path
 
 from tulip.cli.common import add_config_argument, add_run_arguments, add_stage_argument
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -26,18 +30,29 @@ def register(subparsers) -> None:
 def pretrain(args: argparse.Namespace) -> None:
     import torch
 
-    from tulip.report.plots import plot_loss_curves, read_metrics
-    from tulip.tracking.mlflow_runs import StageRun, stage_run
     from tulip.train.config import TrainConfig
-    from tulip.train.loop import run_training
+    from tulip.train.preemption import TrainingInterrupted
 
     if args.threads:
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(max(1, args.threads // local_processes))
     cfg = TrainConfig.from_dict(args.config_json)
+    try:
+        _pretrain(args, cfg)
+    except TrainingInterrupted as stop:
+        logger.warning("%s; exiting with %d so the job is retried and resumes", stop, stop.exit_code)
+        sys.exit(stop.exit_code)
+
+
+def _pretrain(args: argparse.Namespace, cfg) -> None:
+    from tulip.report.plots import plot_loss_curves, read_metrics
+    from tulip.tracking.mlflow_runs import StageRun, stage_run
+    from tulip.train.loop import run_training
+
     out_dir = Path(args.out_dir)
     primary = int(os.environ.get("RANK", "0")) == 0
     if not primary:
+        # Only rank 0 talks to MLflow.
         run_training(cfg, args.manifest, out_dir, args.weights, code_version=args.code_version)
         return
     tags = {"world_size": os.environ.get("WORLD_SIZE", "1"), **args.stage_tags}

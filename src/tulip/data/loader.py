@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import random
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -152,16 +153,22 @@ def collate(samples: list[dict]) -> dict:
 
 
 class SharedEpoch:
-    """The epoch number, shared with loader worker processes that outlive one epoch."""
+    """The epoch number and the batches of it to skip, shared with loader workers that outlive one epoch."""
 
     def __init__(self, epoch: int = 0):
         self._value = multiprocessing.Value("q", epoch)
+        self._skip = multiprocessing.Value("q", 0)
 
-    def set(self, epoch: int) -> None:
+    def set(self, epoch: int, skip_batches: int = 0) -> None:
         self._value.value = epoch
+        self._skip.value = skip_batches
 
     def get(self) -> int:
         return self._value.value
+
+    def skip_batches(self) -> int:
+        """Batches of this rank's epoch already trained on (by a run this one resumes)."""
+        return self._skip.value
 
 
 class ConsumerStream:
@@ -181,6 +188,12 @@ class ConsumerStream:
     def num_samples(self) -> int:
         consumer = self.consumer()
         return worker_batches(self.steps, consumer.worker, consumer.num_workers) * self.options.batch_size
+
+    def skipped_samples(self) -> int:
+        """Samples at the start of this consumer's epoch that a resumed run has already trained on."""
+        consumer = self.consumer()
+        skip = min(self.epoch.skip_batches(), self.steps)
+        return worker_batches(skip, consumer.worker, consumer.num_workers) * self.options.batch_size
 
     def slices(self) -> Iterator[ShardSlice]:
         """Stage 1: this consumer's shard slices for the current epoch."""
@@ -219,15 +232,23 @@ class ConsumerStream:
         return wds.shuffle(options.shuffle_buffer, options.shuffle_initial, rng=rng)(samples)
 
     def decode(self, samples: Iterator[dict]) -> Iterator[dict]:
-        """Stage 4: decoded samples; random augmentations draw from this consumer's own generator."""
-        consumer = self.consumer()
-        generator = torch.Generator().manual_seed(
-            derive_seed(self.options.seed, self.epoch.get(), consumer.rank, consumer.worker, "augment"))
-        state = generator.get_state()
+        """Stage 4: decoded samples; the first ``skipped_samples`` are passed over undecoded.
+
+        The random augmentations of the i-th sample draw from torch and Python generators seeded
+        from (seed, epoch, rank, worker, i), so a resumed run that passes over the samples it has
+        already trained on decodes the rest exactly as an uninterrupted run would.
+        """
+        consumer, epoch = self.consumer(), self.epoch.get()
+        skip = self.skipped_samples()
         failures = 0
-        for raw in samples:
+        for index, raw in enumerate(samples):
+            if index < skip:
+                continue
+            seed = derive_seed(self.options.seed, epoch, consumer.rank, consumer.worker, "augment", index)
+            python_state = random.getstate()
             with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(state)
+                torch.manual_seed(seed)
+                random.seed(seed)
                 try:
                     sample = self.decoder(raw)
                 except Exception as error:  # noqa: BLE001 - any sample the decoder cannot handle is dropped
@@ -238,7 +259,7 @@ class ConsumerStream:
                                            f"{type(error).__name__}: {error}") from error
                     continue
                 finally:
-                    state = torch.get_rng_state()
+                    random.setstate(python_state)
             failures = 0
             yield sample
 
@@ -249,7 +270,9 @@ class ConsumerStream:
         no good sample at all (every shard in it damaged) fills from shards drawn at random from the
         whole set instead.
         """
-        wanted = self.num_samples()
+        # NOTE: samples passed over on resume are counted by position, before decoding; when one of
+        # them failed to decode in the first run, the resumed epoch is shifted by one sample.
+        wanted = self.num_samples() - self.skipped_samples()
         recent: deque = deque(maxlen=max(self.options.batch_size, 1))
         produced = 0
         for sample in islice(samples, wanted):
@@ -292,17 +315,44 @@ class TrainLoader:
     def __init__(self, stream: ConsumerStream, loader: wds.WebLoader, steps: int):
         self.stream, self.loader, self.steps_per_epoch = stream, loader, steps
         self._next_epoch = 0
+        self._skip_batches = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``, starting after its first ``skip_batches`` batches."""
+        if not 0 <= skip_batches <= self.steps_per_epoch:
+            raise ValueError(f"cannot skip {skip_batches} of the epoch's {self.steps_per_epoch} batches")
         self._next_epoch = epoch
+        self._skip_batches = skip_batches
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
+    def close(self) -> None:
+        """Stop the worker processes now. Workers ignore SIGTERM, so they must not be left to exit handlers."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
     def __iter__(self) -> Iterator[dict]:
-        self.stream.epoch.set(self._next_epoch)
+        # The data loader asks its workers for batches in turn starting from worker 0, so the workers
+        # skip a whole number of rounds and the remaining batches of the last round are read and dropped here.
+        workers = max(self.stream.options.num_workers, 1)
+        dropped = self._skip_batches % workers
+        self.stream.epoch.set(self._next_epoch, self._skip_batches - dropped)
         self._next_epoch += 1
-        return iter(self.loader)
+        self._skip_batches = 0
+        return islice(iter(self.loader), dropped, None)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM and SIGUSR1 to the training process, which stops after its step.
+
+    A scheduler signals every process of the job; a worker dying on it would fail the step that
+    the training process is finishing before it writes its checkpoint.
+    """
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_train_loader(
@@ -346,5 +396,9 @@ def build_train_loader(
         persistent_workers=options.num_workers > 0,
         timeout=options.timeout_s if options.num_workers > 0 else 0,
         pin_memory=torch.cuda.is_available(),
+        # Its own generator, so starting an epoch draws no number from the process's torch RNG,
+        # whose state a resumed run restores at a step boundary.
+        generator=torch.Generator().manual_seed(derive_seed(options.seed, options.rank, "loader")),
+        worker_init_fn=_ignore_stop_signals,
     )
     return TrainLoader(stream, loader, steps)

@@ -160,9 +160,10 @@ def stage_run(
     """Open a child run named after ``stage`` under the workflow run from the environment.
 
     Without ``TULIP_MLFLOW_PARENT_RUN_ID`` (a stage started by hand) the run stands alone. The run ends
-    FINISHED when the block completes and FAILED when it raises; the exception is re-raised.
-    With ``experiment`` the run goes to that experiment instead of the workflow run's. MLflow nests
-    runs only within one experiment, so there the workflow run's id is the tag ``tulip.workflow_run_id``.
+    FINISHED when the block completes and FAILED when it raises (or the ``run_status`` the exception
+    names); the exception is re-raised. With ``experiment`` the run goes to that experiment instead
+    of the workflow run's. MLflow nests runs only within one experiment, so there the workflow run's
+    id is the tag ``tulip.workflow_run_id``.
     """
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
@@ -194,9 +195,11 @@ def stage_run(
     tracker = StageRun(client, run.info.run_id if run else None)
     try:
         yield tracker
-    except BaseException:
+    except BaseException as error:
+        # An exception may name its own end state: a run stopped by the scheduler ends KILLED.
+        status = getattr(error, "run_status", "FAILED")
         if tracker.run_id:
-            _retry(lambda: client.set_terminated(tracker.run_id, status="FAILED"), "closing a failed run")
+            _retry(lambda: client.set_terminated(tracker.run_id, status=status), f"closing a run as {status}")
         raise
     if tracker.run_id:
         _retry(lambda: client.set_terminated(tracker.run_id, status="FINISHED"), "closing the run")

@@ -133,6 +133,12 @@ class TrainConfig:
     grad_clip_norm: float | None = 2.0
     precision: str = "fp32"  # "fp32", or "bf16" for autocast on CUDA (CPU always runs fp32)
     grad_checkpointing: bool = False
+    # Micro-batches per optimizer step on each process. Above 1, the contrastive terms still see
+    # the whole batch: embeddings are cached, the loss is formed once, and each micro-batch is
+    # recomputed with the cached embedding gradients.
+    grad_accum_steps: int = 1
+    parallel: str = "ddp"  # "ddp" (replicated weights) or "fsdp" (FSDP2 fully_shard: sharded weights and optimizer)
+    peak_flops: float | None = None  # peak FLOP/s of one device for MFU; None: known GPU table, or measured on CPU
     seed: int = 0
     workers: int = 1  # data-loader processes per training process
     shuffle_buffer: int = 2000
@@ -161,6 +167,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown loss term(s) {unknown} in train.loss_weights; valid terms are {list(LOSS_TERMS)}")
         cfg.objective.validate()
+        if cfg.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"train.parallel is {cfg.parallel!r}; use 'ddp' or 'fsdp'")
+        if cfg.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps must be at least 1, got {cfg.grad_accum_steps}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

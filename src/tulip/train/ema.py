@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tulip import distributed
+
 
 def teacher_momentum(step: int, total_steps: int, start: float, end: float, schedule: str) -> float:
     """Return the momentum m for optimizer step ``step`` (0-based) of ``total_steps``."""
@@ -56,5 +58,6 @@ class EmaTeacher(nn.Module):
             for name, tensor in teacher_module.state_dict().items():
                 if tensor.is_floating_point():
                     teacher_tensors.append(tensor)
-                    student_tensors.append(student_state[name].detach())
+                    # Under FSDP2 the student's tensors are shards; the teacher keeps whole copies.
+                    student_tensors.append(distributed.full_tensor(student_state[name].detach()))
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - momentum)

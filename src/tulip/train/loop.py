@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from timm.models.vision_transformer import Block as VisionBlock
 from torch.nn.parallel import DistributedDataParallel
 
 from tulip import distributed
@@ -29,12 +30,16 @@ from tulip.data.preflight import ShardCheckError, preflight
 from tulip.data.shards import shard_paths
 from tulip.data.stats import SkipCounter
 from tulip.models import create_model, get_tokenizer
+from tulip.models.text import ResidualAttentionBlock
 from tulip.models.transforms import INTERPOLATION_MODES, image_transform
+from tulip.train.accumulation import accumulate_gradients
 from tulip.train import checkpoint as ckpt
 from tulip.train.config import TrainConfig
 from tulip.train.ema import teacher_momentum
+from tulip.train.preemption import StopRequest, TrainingInterrupted
 from tulip.train.schedule import learning_rate
 from tulip.train.task import TulipTask
+from tulip.train.throughput import count_step_flops, device_peak_flops, mfu
 
 logger = logging.getLogger(__name__)
 
@@ -105,17 +110,30 @@ class Trainer:
         self.tokenizer = get_tokenizer(self.module.cfg)
         # The task owns the model, heads and decoders; the EMA teacher stays outside DDP because it is not trained.
         self.task = TulipTask(self.module, cfg, pad_id=self.tokenizer.pad_id).to(self.info.device)
-        self.teacher = self.task.build_teacher()
         self.train_module = self.task
+        self.sharded = cfg.parallel == "fsdp" and self.info.world_size > 1
+        if self.sharded and cfg.grad_accum_steps > 1:
+            raise ValueError("train.grad_accum_steps above 1 needs train.parallel 'ddp': the cached-embedding "
+                             "passes call the towers outside the sharded module's forward")
         if self.info.world_size > 1:
+            # Every rank starts from rank 0's initial weights (the teacher is built from them below).
+            distributed.broadcast_module(self.task)
+        self.teacher = self.task.build_teacher()
+        self.replicated_params: list[torch.nn.Parameter] = []  # kept whole under FSDP2; gradients reduced here
+        if self.sharded:
+            self.replicated_params = distributed.shard_module(self.task, (VisionBlock, ResidualAttentionBlock))
+        elif self.info.world_size > 1:
             device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.train_module = DistributedDataParallel(self.task, device_ids=device_ids)
+        # Fused AdamW takes plain tensors only; sharded parameters (DTensors) use the foreach form.
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.task, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-            fused=self.info.device.type in ("cpu", "cuda"),
+            fused=not self.sharded and self.info.device.type in ("cpu", "cuda"),
         )
         self.step = 0
         self.samples_seen = 0
+        self.flops_per_step: int | None = None  # one process's FLOPs of one step, counted on the first step
+        self.peak_flops = device_peak_flops(self.info.device, cfg.precision, cfg.peak_flops)
         self.resumed_from = self._maybe_resume()
 
         self.skips = SkipCounter("train-loader")
@@ -184,55 +202,87 @@ class Trainer:
         if path is None:
             return None
         state = ckpt.load_checkpoint(path)
-        self.module.load_state_dict(state["model"])
-        self.task.load_objective_state_dict(state.get("objective", {}))
+        if self.sharded:
+            task_state = {**{f"model.{k}": v for k, v in state["model"].items()}, **state.get("objective", {})}
+            distributed.load_full_state_dicts(self.task, task_state, self.optimizer, state["optimizer"])
+        else:
+            self.module.load_state_dict(state["model"])
+            self.task.load_objective_state_dict(state.get("objective", {}))
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.samples_seen = state["samples_seen"]
         self.history = list(state.get("metrics_history", []))
-        if state.get("rng_rank") == self.info.rank:
-            ckpt.set_rng_state(state["rng"])
+        saved_world = state.get("world_size", 1)
+        rng_states = state.get("rng_per_rank") or [state["rng"]]
+        if saved_world == self.info.world_size and len(rng_states) == self.info.world_size:
+            ckpt.set_rng_state(rng_states[self.info.rank])
+        elif self.info.is_primary:
+            logger.warning(
+                "resuming a run of %d processes with %d: each process reads another share of the data and "
+                "starts from fresh random states, so the run is no longer bitwise reproducible; the learning "
+                "rate follows the %d samples seen (step %d of %d)",
+                saved_world, self.info.world_size, self.samples_seen, self._schedule_step(), self.cfg.steps,
+            )
         logger.info("resumed from %s at step %d", path, self.step)
         return self.step
 
+    def _schedule_step(self) -> int:
+        """Position in the learning-rate and momentum schedules, counted in samples seen over the global batch."""
+        return self.samples_seen // self.cfg.batch_size
+
     def save_checkpoint(self) -> None:
+        # Every rank's RNG states, so a resumed run of the same size continues each process's streams.
+        rng_per_rank = distributed.all_gather_object(ckpt.rng_state())
+        model_state, objective_state, optimizer_state = self._full_states()
         if self.info.is_primary:
             state = {
-                "model": self.module.state_dict(),
+                "model": model_state,
                 "model_config": self.module.cfg.to_dict(),
-                "objective": self.task.objective_state_dict(),
+                "objective": objective_state,
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "step": self.step,
                 "samples_seen": self.samples_seen,
                 "config_hash": self.config_hash,
                 "train_config": self.cfg.to_dict(),
-                "rng": ckpt.rng_state(),
-                "rng_rank": self.info.rank,
+                "rng": rng_per_rank[0],
+                "rng_per_rank": rng_per_rank,
+                "world_size": self.info.world_size,
                 "metrics_history": self.history,
             }
             ckpt.atomic_torch_save(state, self.ckpt_dir / ckpt.checkpoint_name(self.step))
             ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         distributed.barrier()
 
+    def _full_states(self) -> tuple[dict, dict, dict]:
+        """Whole (model, objective, optimizer) state dicts; under FSDP2 gathered to rank 0 (a collective)."""
+        if not self.sharded:
+            return self.module.state_dict(), self.task.objective_state_dict(), self.optimizer.state_dict()
+        task_state, optimizer_state = distributed.full_state_dicts(self.task, self.optimizer)
+        model_state = {k[len("model."):]: v for k, v in task_state.items() if k.startswith("model.")}
+        objective_state = {k: v for k, v in task_state.items() if not k.startswith("model.")}
+        return model_state, objective_state, optimizer_state
+
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg, device = self.cfg, self.info.device
-        lr = learning_rate(self.step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        schedule_step = self._schedule_step()
+        lr = learning_rate(schedule_step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with _autocast(device, cfg.precision):
-            out = self.train_module(batch, self.teacher)  # "loss" is the weighted total of the "*_loss" terms
         self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        if self.flops_per_step is None:
+            out, self.flops_per_step = count_step_flops(lambda: self._forward_backward(batch))
+        else:
+            out = self._forward_backward(batch)
         max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), max_norm)
         self.optimizer.step()
         momentum = teacher_momentum(
-            self.step, cfg.steps, cfg.objective.teacher.momentum, cfg.objective.teacher.final_momentum,
+            schedule_step, cfg.steps, cfg.objective.teacher.momentum, cfg.objective.teacher.final_momentum,
             cfg.objective.teacher.schedule,
         )
         self.task.update_teacher(self.teacher, momentum)
@@ -243,13 +293,29 @@ class Trainer:
             values["teacher_momentum"] = torch.tensor(momentum)
         return {**values, "grad_norm": grad_norm, "lr": torch.tensor(lr)}
 
+    def _forward_backward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Gradients of the weighted total on this process's batch; returns the loss terms and logged scalars."""
+        if self.cfg.grad_accum_steps > 1:
+            return accumulate_gradients(self.task, batch, self.teacher, self.cfg.grad_accum_steps,
+                                        lambda: _autocast(self.info.device, self.cfg.precision))
+        with _autocast(self.info.device, self.cfg.precision):
+            out = self.train_module(batch, self.teacher)  # "loss" is the weighted total of the "*_loss" terms
+        out["loss"].backward()
+        distributed.all_reduce_gradients(self.replicated_params)
+        return out
+
     # ------------------------------------------------------------------ loop
     def _log(self, values: dict[str, torch.Tensor], seconds: float, steps_timed: int) -> dict[str, float]:
+        values = {k: distributed.full_tensor(v) for k, v in values.items()}
         record = {k: float(distributed.all_reduce_mean(v.float())) for k, v in values.items()}
-        record["logit_scale"] = float(self.module.logit_scale.detach().exp())
-        record["logit_bias"] = float(self.module.logit_bias.detach())
+        record["logit_scale"] = float(distributed.full_tensor(self.module.logit_scale.detach()).exp())
+        record["logit_bias"] = float(distributed.full_tensor(self.module.logit_bias.detach()))
         record["samples_per_s"] = steps_timed * self.cfg.batch_size / max(seconds, 1e-9)
         record["samples_per_s_per_device"] = record["samples_per_s"] / self.info.world_size
+        seconds_per_step = seconds / max(steps_timed, 1)
+        record["step_seconds"] = seconds_per_step
+        record["flops_per_step_per_device"] = float(self.flops_per_step or 0)
+        record["mfu"] = mfu(self.flops_per_step or 0, seconds_per_step, self.peak_flops)
         record["samples_seen"] = float(self.samples_seen)
         # Each rank counts what its own loader skipped; the mean times the world size is the job's total.
         skipped = distributed.all_reduce_mean(torch.tensor(float(self.skips.total)))
@@ -270,17 +336,32 @@ class Trainer:
             lines = "".join(json.dumps(record) + "\n" for record in self.history)
             (self.out_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
         start = time.monotonic()
-        window_start, window_steps = time.monotonic(), 0
-        last_record: dict[str, float] = {}
         self.module.train()
 
-        # NOTE: a resumed run restarts its current epoch from the first batch, so it trains on part
-        # of that epoch twice. Skipping the batches already taken would be exact, because the
-        # loader's stream depends only on (seed, epoch, rank, worker).
-        epoch = self.step // self.batches_per_epoch
+        # The loader's stream depends only on (seed, epoch, rank, worker), so a resumed run passes
+        # over the batches of its epoch that were already trained on and continues exactly.
+        epoch, skip = divmod(self.step, self.batches_per_epoch)
+        try:
+            with StopRequest() as stop:
+                self._train_epochs(epoch, skip, stop)
+        finally:
+            self.loader.close()
+        self.save_checkpoint()
+        result = TrainResult(
+            steps=self.step,
+            final_loss=self.history[-1]["loss"] if self.history else float("nan"),
+            samples_seen=self.samples_seen,
+            seconds=time.monotonic() - start,
+            resumed_from=self.resumed_from,
+        )
+        return result
+
+    def _train_epochs(self, epoch: int, skip: int, stop: StopRequest) -> None:
+        cfg = self.cfg
+        window_start, window_steps = time.monotonic(), 0
         while self.step < cfg.steps:
-            self.loader.set_epoch(epoch)
-            epoch += 1
+            self.loader.set_epoch(epoch, skip)
+            epoch, skip = epoch + 1, 0
             for batch in self.loader:
                 self.skips.merge(batch.pop("skipped", {}))
                 values = self.train_step(batch)
@@ -288,30 +369,28 @@ class Trainer:
                 if not math.isfinite(float(values["loss"])):
                     raise FloatingPointError(f"loss is {float(values['loss'])} at step {self.step}; stopping")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    last_record = self._log(values, time.monotonic() - window_start, window_steps)
+                    record = self._log(values, time.monotonic() - window_start, window_steps)
                     logger.info(
-                        "step %d/%d loss %.4f lr %.2e %.1f samples/s",
-                        self.step, cfg.steps, last_record["loss"], last_record["lr"], last_record["samples_per_s"],
+                        "step %d/%d loss %.4f lr %.2e %.1f samples/s MFU %.2g",
+                        self.step, cfg.steps, record["loss"], record["lr"], record["samples_per_s"], record["mfu"],
                     )
                     window_start, window_steps = time.monotonic(), 0
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
                 if self.step >= cfg.steps:
-                    break
-        self.save_checkpoint()
-        result = TrainResult(
-            steps=self.step,
-            final_loss=last_record.get("loss", float("nan")),
-            samples_seen=self.samples_seen,
-            seconds=time.monotonic() - start,
-            resumed_from=self.resumed_from,
-        )
-        return result
+                    break  # a signal now is left to the end of fit(), which writes the final checkpoint
+                # Every rank stops at the same step when any of them got the signal.
+                if distributed.any_rank(stop.requested):
+                    if self.step % cfg.checkpoint_every != 0:  # else the checkpoint of this step is written
+                        self.save_checkpoint()
+                    raise TrainingInterrupted(stop.received.name if stop.received else "a signal on another rank",
+                                              self.step)
 
     def export_weights(self, path: str | Path) -> None:
         """Write the final model weights with their model config (what evaluation loads)."""
+        model_state, _, _ = self._full_states()
         if self.info.is_primary:
-            state = {"model": self.module.state_dict(), "model_config": self.module.cfg.to_dict(), "step": self.step}
+            state = {"model": model_state, "model_config": self.module.cfg.to_dict(), "step": self.step}
             ckpt.atomic_torch_save(state, path)
         distributed.barrier()
 

@@ -160,25 +160,59 @@ class TulipTask(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict, teacher: EmaTeacher | None = None) -> dict[str, torch.Tensor]:
         """Return ``loss`` (the weighted total), every enabled ``*_loss`` term and logged scalars."""
-        if self.needs_teacher and teacher is None:
-            raise ValueError("the enabled terms read an EMA teacher; pass the one from build_teacher()")
+        out = self.objective_terms(batch, self.embed(batch), teacher)
+        if self.image_decoder is not None:
+            out.update(self.image_reconstruction_terms(batch))
+        return self.total(out)
+
+    def total(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add ``loss``, the weighted total of the ``*_loss`` terms in ``out``."""
+        terms = {k: v for k, v in out.items() if k.endswith("_loss")}
+        return {"loss": weighted_total(terms, self.weights), **out}
+
+    def embed(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Tower embeddings (raw) of every image and text the terms read, under flat keys.
+
+        ``image.global`` [B, G, E], ``image.local`` [B, L, E], ``image.positive`` [K', E],
+        ``image.negative`` [K', E], ``text.captions`` [B, E], ``text.positive`` [K, E],
+        ``text.negative`` [K, E]; absent when no enabled term reads them. Every row depends on its
+        own sample only, so embeddings of consecutive slices of a batch concatenate to the batch's.
+        """
         obj = self.objective
-        terms: dict[str, torch.Tensor] = {}
-        metrics: dict[str, torch.Tensor] = {}
-        global_crops = batch.get("global_crops")
-        if global_crops is None:
-            global_crops = batch["image"][:, None]  # [B, 1, C, H, W]
-        image_views, image_owners = _views(batch, "image_views")
-        text_views, text_owners = _views(batch, "text_views")
+        global_crops = self._global_crops(batch)
+        image_views, _ = _views(batch, "image_views")
+        text_views, _ = _views(batch, "text_views")
         use_it_negatives = self.image_text_loss is not None and obj.image_text.generated_negatives
         use_ii_views = self.image_image_loss is not None and obj.image_image.generated_views
         use_tt_views = self.text_text_loss is not None and obj.text_text.generated_views
-
         # Image tower: all crops of the model's resolution in one student pass.
         image = self._embed_images(batch, global_crops, image_views, use_it_negatives, use_ii_views)
         # Text tower: captions and the generated captions in one pass.
         needs_text_views = use_it_negatives or use_tt_views
         text = self._embed_texts(batch["text"], text_views if needs_text_views else None, use_tt_views)
+        return {**{f"image.{k}": v for k, v in image.items()}, **{f"text.{k}": v for k, v in text.items()}}
+
+    @staticmethod
+    def _global_crops(batch: dict) -> torch.Tensor:
+        global_crops = batch.get("global_crops")
+        return batch["image"][:, None] if global_crops is None else global_crops  # [B, G, C, H, W]
+
+    def objective_terms(self, batch: dict, embeddings: dict[str, torch.Tensor],
+                        teacher: EmaTeacher | None = None) -> dict[str, torch.Tensor]:
+        """Every enabled term except image reconstruction (which reruns the image tower), from ``embed``'s output."""
+        if self.needs_teacher and teacher is None:
+            raise ValueError("the enabled terms read an EMA teacher; pass the one from build_teacher()")
+        obj = self.objective
+        terms: dict[str, torch.Tensor] = {}
+        metrics: dict[str, torch.Tensor] = {}
+        global_crops = self._global_crops(batch)
+        image_views, image_owners = _views(batch, "image_views")
+        _, text_owners = _views(batch, "text_views")
+        image = {k.split(".", 1)[1]: v for k, v in embeddings.items() if k.startswith("image.")}
+        text = {k.split(".", 1)[1]: v for k, v in embeddings.items() if k.startswith("text.")}
+        use_it_negatives = self.image_text_loss is not None and obj.image_text.generated_negatives
+        use_ii_views = self.image_image_loss is not None and obj.image_image.generated_views
+        use_tt_views = self.text_text_loss is not None and obj.text_text.generated_views
 
         if self.image_text_loss is not None:
             terms.update(self._image_text(image, text, global_crops, image_views, image_owners, text_owners,
@@ -192,11 +226,13 @@ class TulipTask(nn.Module):
             terms.update(self._text_text(text, text_owners, use_tt_views))
             metrics["text_text_logit_scale"] = self.text_text_head.logit_scale.detach().exp()
             metrics["text_text_logit_bias"] = self.text_text_head.logit_bias.detach()
-        if self.image_decoder is not None:
-            terms.update(self._image_reconstruction(global_crops[:, 0]))
         if self.text_decoder is not None:
             terms.update(self._text_reconstruction(batch, image, text))
-        return {"loss": weighted_total(terms, self.weights), **terms, **metrics}
+        return {**terms, **metrics}
+
+    def image_reconstruction_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The masked-image term: a mean over samples of equal masked-patch counts."""
+        return self._image_reconstruction(self._global_crops(batch)[:, 0])
 
     def _embed_images(self, batch, global_crops, image_views, use_negatives, use_positives) -> dict:
         """Student embeddings (raw, before normalisation) of the global crops and generated image views."""
