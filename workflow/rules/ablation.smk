@@ -31,7 +31,7 @@ rule ablation_pretrain:
         experiment=ABLATION_EXPERIMENT,
         run_name=ablation_run_name,
         tags=ablation_tags_json,
-    threads: workflow.cores
+    threads: machine_cores()
     resources:
         nproc_per_node=1,
         gpu=0,
