@@ -47,9 +47,9 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.Comp
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
-    """Rules a dry run (``-n --quiet rules``... output) plans to run, read from its job-stats table."""
-    rules, in_table = set(), False
+def planned_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule that a dry run plans, read from its job-stats table."""
+    counts, in_table = {}, False
     for line in result.stdout.splitlines() + result.stderr.splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
@@ -60,8 +60,13 @@ def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
                 in_table = False
                 continue
             if len(parts) == 2 and parts[1].isdigit():
-                rules.add(parts[0])
-    return rules
+                counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def planned_rules(result: subprocess.CompletedProcess) -> set[str]:
+    """Rules a dry run plans to run."""
+    return set(planned_counts(result))
 
 
 def add_open_clip_model(workdir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import FASHION_MNIST, copy_repository, snakemake
+from conftest import FASHION_MNIST, copy_repository, planned_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -39,23 +39,6 @@ def ablation_run(tmp_path_factory):
     return workdir
 
 
-def _planned_counts(result) -> dict[str, int]:
-    """Read the job-stats table of a dry run into {rule: job count}."""
-    counts, in_table = {}, False
-    for line in (result.stdout + "\n" + result.stderr).splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if not parts or parts[0] == "total":
-                in_table = False
-                continue
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def _planned_after_edit(workdir, edit) -> dict[str, int]:
     path = workdir / TEST_CONFIG
     backup = path.read_text()
@@ -67,7 +50,7 @@ def _planned_after_edit(workdir, edit) -> dict[str, int]:
     finally:
         path.write_text(backup)
     assert result.returncode == 0, result.stderr[-3000:]
-    return _planned_counts(result)
+    return planned_counts(result)
 
 
 class _Tables(HTMLParser):
@@ -280,6 +263,6 @@ def test_main_target_ignores_the_ladder(ablation_run):
     """`all` plans its own pretraining and no ladder job."""
     result = snakemake(ablation_run, "all", "-n", "--configfile", TEST_CONFIG)
     assert result.returncode == 0, result.stderr
-    planned = _planned_counts(result)
+    planned = planned_counts(result)
     assert planned["pretrain"] == 1
     assert not {"ablation_pretrain", "ablation_track", "ablation_report"} & set(planned)
