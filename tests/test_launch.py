@@ -83,7 +83,7 @@ def _resume_worker(rank: int, world: int, port: int, manifest_path: str, out_dir
 
 
 def test_world_size_change_keeps_schedule(manifest, tmp_path):  # noqa: F811
-    """A one-process checkpoint resumed by two processes continues the learning rate by samples seen, and says so."""
+    """A one-process checkpoint resumed by two processes continues the learning rate by samples seen and logs it."""
     import torch.multiprocessing as mp
 
     from test_train import _config

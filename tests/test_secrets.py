@@ -54,7 +54,7 @@ def test_secrets_absent_from_outputs(manifest, tmp_path):  # noqa: F811
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         params = dict(db.execute("select key, value from params").fetchall())
         metric_names = {row[0] for row in db.execute("select distinct key from metrics")}
-    assert params["steps"] == "2"  # the store holds the run being searched
+    assert params["steps"] == "2"  # the store contains the run being searched
     assert {"mfu", "samples_per_s", "samples_per_s_per_device"} <= metric_names
     assert list(tmp_path.rglob("mlruns/**/model.pt"))  # artifacts were written, and are searched too
     assert _files_with_secrets(tmp_path) == []

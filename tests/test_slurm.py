@@ -22,7 +22,7 @@ REQUIRE_ENV = "TULIP_REQUIRE_SLURM"
 
 
 def _cluster_problem() -> str | None:
-    """Why no cluster is reachable, or None when one answers."""
+    """Return why no cluster is reachable, or None when one responds."""
     if not os.environ.get("SLURM_CONF"):
         return "SLURM_CONF is not set; start a cluster with scripts/slurm-cluster start and export what it prints"
     try:

@@ -52,20 +52,27 @@ def test_short_run_writes_weights_metrics_and_checkpoints(manifest, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_resume_picks_up_checkpoint_and_history(manifest, tmp_path):
-    """A checkpoint with the run's fingerprint is resumed and the metric history stays continuous."""
-    partial = tmp_path / "partial"
-    run_training(_config(steps=3), manifest, partial, partial / "model.pt")
-    # Pretend the 3-step run was the first half of the 6-step run: same config, hence same run fingerprint.
-    state = torch.load(partial / "checkpoints" / "step_00000003.pt", weights_only=False)
-    resumed_dir = tmp_path / "resumed"
-    (resumed_dir / "checkpoints").mkdir(parents=True)
+def _plant_partial_run(short_cfg, full_cfg, manifest, partial_dir, resumed_dir) -> dict:
+    """Train ``short_cfg`` and file its last checkpoint in ``resumed_dir`` as the first part of a ``full_cfg`` run.
+
+    The checkpoint gets the full run's fingerprint, so a trainer for ``full_cfg`` in ``resumed_dir``
+    resumes from it. Returns the planted checkpoint state.
+    """
     from tulip.train.loop import Trainer
 
-    trainer = Trainer(_config(), manifest, resumed_dir)
-    state["config_hash"] = trainer.config_hash
-    torch.save(state, resumed_dir / "checkpoints" / "step_00000003.pt")
-    del trainer
+    run_training(short_cfg, manifest, partial_dir, partial_dir / "model.pt")
+    name = f"step_{short_cfg.steps:08d}.pt"
+    state = torch.load(partial_dir / "checkpoints" / name, weights_only=False)
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    state["config_hash"] = Trainer(full_cfg, manifest, resumed_dir).config_hash
+    torch.save(state, resumed_dir / "checkpoints" / name)
+    return state
+
+
+def test_resume_picks_up_checkpoint_and_history(manifest, tmp_path):
+    """A checkpoint with the run's fingerprint is resumed and the metric history stays continuous."""
+    resumed_dir = tmp_path / "resumed"
+    _plant_partial_run(_config(steps=3), _config(), manifest, tmp_path / "partial", resumed_dir)
     result = run_training(_config(), manifest, resumed_dir, resumed_dir / "model.pt")
     assert result.resumed_from == 3
     records = [json.loads(line) for line in (resumed_dir / "metrics.jsonl").read_text().splitlines()]
@@ -162,13 +169,8 @@ def test_full_objective_run_logs_every_term(views_manifest, tmp_path):
 def test_full_objective_resume_restores_heads_and_teacher(views_manifest, tmp_path):
     from tulip.train.loop import Trainer
 
-    partial = tmp_path / "partial"
-    run_training(_full_config(steps=2), views_manifest, partial, partial / "model.pt")
-    state = torch.load(partial / "checkpoints" / "step_00000002.pt", weights_only=False)
     resumed_dir = tmp_path / "resumed"
-    (resumed_dir / "checkpoints").mkdir(parents=True)
-    state["config_hash"] = Trainer(_full_config(), views_manifest, resumed_dir).config_hash
-    torch.save(state, resumed_dir / "checkpoints" / "step_00000002.pt")
+    state = _plant_partial_run(_full_config(steps=2), _full_config(), views_manifest, tmp_path / "partial", resumed_dir)
     trainer = Trainer(_full_config(), views_manifest, resumed_dir)
     assert trainer.resumed_from == 2
     for key, value in state["teacher"].items():

@@ -95,11 +95,11 @@ def finish_workflow_run(tracking_uri: str, status: str) -> None:
 
 
 def download_shard_names(tables: list[str] | None, num_rows: int | None, download_section: dict) -> list[str]:
-    """Names (without ``.tar``) of the shards the download stage will write, known before it runs.
+    """Return the names (without ``.tar``) of the shards the download stage will write, before it runs.
 
     The download cuts each table into ranges of ``rows_per_shard`` rows, so the shard names follow
-    from the tables' row counts: ``num_rows`` when the table is built by the workflow (and does not
-    exist yet), else the rows of ``tables``, read here. Knowing them lets Snakemake plan one GeCo job
+    from the tables' row counts. The count is ``num_rows`` when the workflow builds the table (which
+    does not exist yet), else the rows of ``tables``, read here. Knowing them lets Snakemake plan one GeCo job
     per shard before the download has run.
     """
     from tulip.data.download import download_config, plan_shards

@@ -235,8 +235,8 @@ class ConsumerStream:
         """Stage 4: decoded samples; the first ``skipped_samples`` are passed over undecoded.
 
         The random augmentations of the i-th sample draw from torch and Python generators seeded
-        from (seed, epoch, rank, worker, i), so a resumed run that passes over the samples it has
-        already trained on decodes the rest exactly as an uninterrupted run would.
+        from (seed, epoch, rank, worker, i). A resumed run passes over the samples it has already
+        trained on, and it decodes the rest exactly as an uninterrupted run would.
         """
         consumer, epoch = self.consumer(), self.epoch.get()
         skip = self.skipped_samples()
@@ -270,19 +270,19 @@ class ConsumerStream:
         no good sample at all (every shard in it damaged) fills from shards drawn at random from the
         whole set instead.
         """
-        # NOTE: samples passed over on resume are counted by position, before decoding; when one of
+        # NOTE: samples passed over on resume are counted by position, before decoding. When one of
         # them failed to decode in the first run, the resumed epoch is shifted by one sample.
-        wanted = self.num_samples() - self.skipped_samples()
+        expected = self.num_samples() - self.skipped_samples()
         recent: deque = deque(maxlen=max(self.options.batch_size, 1))
         produced = 0
-        for sample in islice(samples, wanted):
+        for sample in islice(samples, expected):
             recent.append(sample)
             produced += 1
             yield sample
-        shortfall = wanted - produced
+        shortfall = expected - produced
         if shortfall == 0:
             return
-        self.skips.add("repeated_to_fill", f"{shortfall} samples short of {wanted}", count=shortfall)
+        self.skips.add("repeated_to_fill", f"{shortfall} samples short of {expected}", count=shortfall)
         if recent:
             for index in range(shortfall):
                 yield recent[index % len(recent)]
@@ -335,8 +335,8 @@ class TrainLoader:
         self.loader._iterator = None
 
     def __iter__(self) -> Iterator[dict]:
-        # The data loader asks its workers for batches in turn starting from worker 0, so the workers
-        # skip a whole number of rounds and the remaining batches of the last round are read and dropped here.
+        # The data loader takes batches from its workers in turn, starting from worker 0. So the workers
+        # skip whole rounds, and the remaining batches of the last round are read and dropped here.
         workers = max(self.stream.options.num_workers, 1)
         dropped = self._skip_batches % workers
         self.stream.epoch.set(self._next_epoch, self._skip_batches - dropped)
@@ -346,10 +346,10 @@ class TrainLoader:
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM and SIGUSR1 to the training process, which stops after its step.
+    """Ignore SIGTERM and SIGUSR1 in a loader worker, so the training process alone handles them.
 
-    A scheduler signals every process of the job; a worker dying on it would fail the step that
-    the training process is finishing before it writes its checkpoint.
+    A scheduler signals every process of the job. A worker that died on the signal would fail the
+    step that the training process finishes before it writes its checkpoint.
     """
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)

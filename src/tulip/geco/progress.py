@@ -6,7 +6,7 @@ rename and the partial file is removed. So ``<out>`` exists only for a complete 
 partial file is never mistaken for a complete one. A killed job leaves the partial file: the
 rerun keeps its whole lines (the last one may be cut by the kill and is dropped) and does only
 the samples that are missing. The partial file starts with the job's fingerprint (model, settings,
-input shard); a partial file left by a job with another fingerprint is discarded, not resumed.
+input shard). A partial file left by a job with another fingerprint is discarded, not resumed.
 """
 
 from __future__ import annotations

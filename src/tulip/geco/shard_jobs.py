@@ -9,9 +9,9 @@ contains one line per sample with views, in the layout the shard stage reads:
 - images: ``{"key", "positive", "negative", "regenerated"}`` with JPEG paths relative to the JSONL.
 
 Text views are also looked up in, and added to, a :class:`~tulip.geco.cache.ViewCache`. Their
-sampling is seeded from the caption's hash rather than the sample key, so a cached entry is
-exactly what generation would produce, a caption repeated within the shard is generated once, and
-the generator is not even loaded when every caption of the shard is cached. The counts separate
+sampling is seeded from the caption's hash rather than the sample key. So a cached entry is
+exactly what generation would produce, and a caption repeated within the shard is generated once.
+The generator is not loaded at all when every caption of the shard is cached. The counts separate
 ``generated`` captions, samples served by the cache (``cache_hits``) and samples whose caption this
 job had already generated (``reused``).
 """

@@ -7,9 +7,9 @@ with the source latent and must predict the noise, conditioned on the embedding.
 embedding receives gradients; the UNet, VAE and text encoder stay fixed.
 
 - E_p learns from positive pairs: two views with the same content (augmented views of one image,
-  nearby video frames, multi-view images of one object), so it asks for a faithful re-rendering.
+  nearby video frames, multi-view images of one object), so it requests a faithful re-rendering.
 - E_n learns from negative pairs: InstructPix2Pix-style triples (input, edited output,
-  instruction) whose edit changes the meaning, so it asks for a semantic change.
+  instruction) whose edit changes the meaning, so it requests a semantic change.
 
 Both start from the encodings of the editor's two default instruction sentences. Losses are
 recorded per step, and on a fixed held-out draw of noise and timesteps before and after training,

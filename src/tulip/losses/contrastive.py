@@ -6,7 +6,7 @@ rank's rows with the columns of every rank, in one of two exchange forms:
 - ``gather``: all-gather the columns (ragged blocks are zero-padded and labelled 0) and score the
   local rows against all of them at once;
 - ``ring``: keep one column block at a time and pass it to the next rank W - 1 times, so only two
-  blocks are in memory; the backward pass sends each block's gradient back around the ring.
+  blocks are in memory. The backward pass sends each block's gradient back around the ring.
   Works for any world size, odd ones included.
 
 Each block is scored densely (``chunk_size`` None) or tile by tile (``tulip.losses.chunked``),

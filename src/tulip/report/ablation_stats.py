@@ -3,7 +3,7 @@
 Runs of two variants with the same seed share the initial weights of the common towers and the
 order of the training data, so a rung's change is measured on seed-paired differences
 ``after[seed] - before[seed]``. The interval is Student's t interval of their mean, with n - 1
-degrees of freedom for n seeds; with one seed there is no interval and no verdict.
+degrees of freedom for n seeds. With one seed there is no interval and no verdict.
 """
 
 from __future__ import annotations

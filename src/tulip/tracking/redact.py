@@ -1,8 +1,8 @@
 """Keep credentials from the environment out of logs: a logging filter and a URI cleaner.
 
-A value is treated as a secret when its environment variable's name says so (TOKEN, SECRET,
-PASSWORD, PASSWD, CREDENTIAL, or a name ending in _KEY) and it is at least ``MIN_SECRET_CHARS``
-long; shorter values would match ordinary words. Credentials inside URIs (``scheme://user:pass@host``)
+A value is treated as a secret when its environment variable's name marks it as one (TOKEN,
+SECRET, PASSWORD, PASSWD, CREDENTIAL, or a name ending in _KEY) and it is at least
+``MIN_SECRET_CHARS`` long. Shorter values are left alone because they would match ordinary words. Credentials inside URIs (``scheme://user:pass@host``)
 are removed whatever their source.
 """
 

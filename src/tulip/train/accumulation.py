@@ -1,4 +1,4 @@
-"""Gradient accumulation that leaves the contrastive terms exact: the loss always sees the whole batch.
+"""Gradient accumulation that leaves the contrastive terms exact, because each loss reads the whole batch.
 
 A sigmoid or softmax contrastive loss couples every pair in the batch, so summing the gradients of
 micro-batch losses is not the gradient of the batch's loss. Instead (as in GradCache, Gao et al.,

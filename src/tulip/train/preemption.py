@@ -1,8 +1,8 @@
 """Stop requests from the scheduler: SIGTERM or SIGUSR1 ends training after the current step.
 
 SLURM sends SIGTERM when a job is cancelled, preempted or reaches its time limit (then SIGKILL
-after ``KillWait``, 30 s by default), and SIGUSR1 ahead of the limit when the job asks for it with
-``--signal=USR1@<seconds>``. The trainer finishes the step it is in, writes a checkpoint and leaves
+after ``KillWait``, 30 s by default). It sends SIGUSR1 ahead of the limit when the job requests
+it with ``--signal=USR1@<seconds>``. The trainer finishes the step it is in, writes a checkpoint and leaves
 with ``REQUEUE_EXIT_CODE``.
 
 Exit code 75 is ``EX_TEMPFAIL`` of sysexits.h ("temporary failure; the user is invited to retry").

@@ -199,7 +199,7 @@ class TulipTask(nn.Module):
 
     def objective_terms(self, batch: dict, embeddings: dict[str, torch.Tensor],
                         teacher: EmaTeacher | None = None) -> dict[str, torch.Tensor]:
-        """Every enabled term except image reconstruction (which reruns the image tower), from ``embed``'s output."""
+        """Compute every enabled term from ``embed``'s output, except image reconstruction, which reruns the image tower."""
         if self.needs_teacher and teacher is None:
             raise ValueError("the enabled terms read an EMA teacher; pass the one from build_teacher()")
         obj = self.objective
@@ -231,7 +231,7 @@ class TulipTask(nn.Module):
         return {**terms, **metrics}
 
     def image_reconstruction_terms(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The masked-image term: a mean over samples of equal masked-patch counts."""
+        """Compute the masked-image term, a mean over samples that each mask the same number of patches."""
         return self._image_reconstruction(self._global_crops(batch)[:, 0])
 
     def _embed_images(self, batch, global_crops, image_views, use_negatives, use_positives) -> dict:

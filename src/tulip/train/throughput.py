@@ -61,7 +61,7 @@ def measure_cpu_peak(size: int = 1024, repeats: int = 5) -> float:
 
 
 def cpu_peak_flops() -> float:
-    """The measured CPU peak for this machine and thread count, from the cache file or measured now and cached."""
+    """Return the CPU peak for this machine and thread count, read from the cache file or measured and cached."""
     key = f"{platform.node()}|{platform.processor() or platform.machine()}|threads={torch.get_num_threads()}"
     path = _cache_file()
     cached: dict[str, float] = {}
