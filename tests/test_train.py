@@ -20,7 +20,7 @@ from tulip.train.schedule import learning_rate
 
 
 def _download_pairs(root, num_samples: int, seed: int):
-    """Fashion-MNIST pairs downloaded into shards of 64 under ``root``; returns the manifest path."""
+    """Download Fashion-MNIST pairs into shards of 64 under ``root`` and return the manifest path."""
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
     table = export_pairs(FASHION_MNIST, root / "pairs", num_samples=num_samples, seed=seed)
