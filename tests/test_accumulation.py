@@ -1,4 +1,8 @@
-"""Gradient accumulation with cached embeddings: 2 micro-batches of 4 give the gradient of one batch of 8."""
+"""Gradient accumulation with cached embeddings: 2 micro-batches of 4 give the gradient of one batch of 8.
+
+The batch carries generated views and paired captions for some samples only, so each micro-batch
+holds a different number of them.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +41,15 @@ def _batch(batch_size: int = 8) -> dict:
         "text_views_index": torch.tensor([0, 3, 4, 6]),
         "image_views": torch.randn(3, 2, 3, 32, 32, generator=generator),
         "image_views_index": torch.tensor([1, 5, 7]),
+        "text_pair": tokenizer([f"a long description of a {n}" for n in names[1:4]]),  # [3, L]
+        "text_pair_index": torch.tensor([1, 2, 5]),
     }
 
 
 def _gradients(weights: dict[str, float], parts: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    cfg = TrainConfig.from_dict({"loss_weights": weights, "objective": SMALL_DECODERS})
+    objective = {**SMALL_DECODERS, "text_text": {"recaption_positives": True}}
+    cfg = TrainConfig.from_dict({"loss_weights": weights, "objective": objective})
     task = TulipTask(tulip.create_model("tulip-tiny"), cfg, pad_id=0)
     teacher = task.build_teacher()
     if parts == 1:
@@ -86,6 +93,12 @@ def test_split_batch_keeps_view_owners():
     pieces = split_batch(_batch(), 2)
     assert pieces[1]["image_views_index"].tolist() == [1, 3]
     assert torch.equal(pieces[1]["image_views"], _batch()["image_views"][1:])
+
+
+def test_split_batch_keeps_text_pair_owners():
+    pieces = split_batch(_batch(), 2)
+    assert [piece["text_pair_index"].tolist() for piece in pieces] == [[1, 2], [1]]
+    assert torch.equal(pieces[1]["text_pair"], _batch()["text_pair"][2:])
 
 
 def test_split_batch_rejects_uneven_split():

@@ -39,7 +39,7 @@ def _unit(n: int, seed: int) -> torch.Tensor:
 
 def _rank_problem(rank: int) -> dict:
     """The features and generated-view owners that rank ``rank`` holds; deterministic in the rank."""
-    num_negative_images, num_negative_texts = rank % 3, (rank + 1) % 3
+    num_negative_images, num_negative_texts, num_pairs = rank % 3, (rank + 1) % 3, (rank + 2) % 3
     return {
         "images": _unit(LOCAL_BATCH, 100 + rank),
         "texts": _unit(LOCAL_BATCH, 200 + rank),
@@ -48,6 +48,8 @@ def _rank_problem(rank: int) -> dict:
         "negative_image_owners": torch.arange(num_negative_images),
         "negative_text_owners": torch.arange(num_negative_texts) % LOCAL_BATCH,
         "positive_texts": _unit(num_negative_texts, 500 + rank),
+        "paired_texts": _unit(num_pairs, 600 + rank),
+        "paired_owners": torch.arange(num_pairs).flip(0) % LOCAL_BATCH,
     }
 
 
@@ -59,10 +61,12 @@ def _local_tensors(case: str, rank: int, leaves: dict) -> tuple:
         rows_index, cols_index = image_text_indices(LOCAL_BATCH, offset, owners_i, owners_t)
         rows = torch.cat([leaves["images"], leaves["negative_images"]])
         cols = torch.cat([leaves["texts"], leaves["negative_texts"]])
-    else:  # text-text: captions and paraphrases against captions, paraphrases and negatives
-        rows_index, cols_index = text_text_indices(LOCAL_BATCH, offset, owners_t, owners_t)
-        rows = torch.cat([leaves["texts"], leaves["positive_texts"]])
-        cols = torch.cat([leaves["texts"], leaves["positive_texts"], leaves["negative_texts"]])
+    else:  # text-text: captions, paraphrases and paired captions against those and the negatives
+        rows_index, cols_index = text_text_indices(LOCAL_BATCH, offset, owners_t, owners_t,
+                                                   paired_owners=leaves["paired_owners"])
+        rows = torch.cat([leaves["texts"], leaves["positive_texts"], leaves["paired_texts"]])
+        cols = torch.cat([leaves["texts"], leaves["positive_texts"], leaves["paired_texts"],
+                          leaves["negative_texts"]])
     return rows, rows_index, cols, cols_index
 
 

@@ -50,6 +50,18 @@ TEXT_TEXT = [
     [P, N, Z, N],  # Figure 5's positive row: (+1, 0, -1)
 ]
 
+# Two samples; sample 0 has a paraphrase, a hard negative and a paired caption (its recaption),
+# sample 1 a paired caption only.
+# Rows: caption 0, caption 1, positive 0, pair 0, pair 1.
+# Columns: the rows, then negative 0.
+TEXT_TEXT_PAIRED = [
+    [Z, N, P, P, N, N],  # the caption, its paraphrase and its recaption are mutually positive
+    [N, Z, N, N, P, N],  # without GeCo views, the recaption is the only positive
+    [P, N, Z, P, N, N],
+    [P, N, P, Z, N, N],
+    [N, P, N, N, Z, N],  # every pair across samples is -1, negatives included
+]
+
 
 def _unit(n, d, seed):
     return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
@@ -69,6 +81,11 @@ def test_image_image_labels_figure5_multicrop():
 def test_text_text_labels_figure5():
     rows, cols = text_text_indices(2, 0, torch.tensor([0]), torch.tensor([0]))
     assert pair_labels(rows, cols, same_modality=True).tolist() == TEXT_TEXT
+
+
+def test_text_text_labels_with_paired_captions():
+    rows, cols = text_text_indices(2, 0, torch.tensor([0]), torch.tensor([0]), paired_owners=torch.tensor([0, 1]))
+    assert pair_labels(rows, cols, same_modality=True).tolist() == TEXT_TEXT_PAIRED
 
 
 def test_cross_rank_block_has_no_positives():
@@ -142,3 +159,22 @@ def test_text_text_loss_hand_computed_value():
     positive_pair = -math.log(1 / (1 + math.exp(-1.0)))
     negative_pair = -math.log(1 / (1 + math.exp(-1.0)))
     assert got["text_text_loss"].item() == pytest.approx((2 * positive_pair + 2 * negative_pair) / 2)
+
+
+def test_text_text_loss_paired_labels():
+    texts = _unit(6, 8, 5)  # caption 0, caption 1, positive 0, pair 0, pair 1, negative 0
+    scale, bias = torch.tensor(3.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    got = TextTextLoss()(texts[:2], scale, bias, texts[2:3], torch.tensor([0]), texts[5:], torch.tensor([0]),
+                         paired_texts=texts[3:5], paired_owners=torch.tensor([0, 1]))
+    expected = sigmoid_loss(texts[:5], texts, scale, bias, torch.tensor(TEXT_TEXT_PAIRED, dtype=torch.float64))
+    torch.testing.assert_close(got["text_text_loss"], expected)
+
+
+def test_paired_caption_loss_by_hand():
+    """A caption and its orthogonal recaption of one sample: two +1 pairs, by hand."""
+    caption = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    paired = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    scale, bias = torch.tensor(2.0, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    got = TextTextLoss()(caption, scale, bias, paired_texts=paired, paired_owners=torch.tensor([0]))
+    # The two labelled pairs, (caption, pair) and (pair, caption), are +1 at logit 2 * 0 - 1 = -1; two rows.
+    assert got["text_text_loss"].item() == pytest.approx(2 * math.log(1 + math.exp(1.0)) / 2)

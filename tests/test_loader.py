@@ -139,6 +139,29 @@ def test_recon_text_is_the_recaption_when_chosen(shards):
             assert torch.equal(batch["recon_text"][i], tokenizer([recaption])[0])
 
 
+@pytest.mark.parametrize("contrastive", [0.0, 1.0])
+def test_text_pair_is_other_caption(shards, contrastive):
+    """Samples with a recaption (odd keys) get the other caption as ``text_pair``; the rest get none."""
+    tokenizer = tulip.get_tokenizer(tulip.get_model_config("tulip-tiny"))
+    mixer = RecaptionMixer(contrastive=contrastive, reconstruction=0.5)
+    seen = 0
+    for batch in _loader(shards, text_pairs=True, captions=mixer):
+        owners = batch["text_pair_index"].tolist()
+        assert owners == [i for i, key in enumerate(batch["key"]) if int(key) % 2]
+        for row, owner in enumerate(owners):
+            key = int(batch["key"][owner])
+            text, other = (f"caption {key}", f"recaption {key}")[:: 1 if contrastive == 0.0 else -1]
+            assert torch.equal(batch["text"][owner], tokenizer([text])[0])
+            assert torch.equal(batch["text_pair"][row], tokenizer([other])[0])
+            seen += 1
+    assert seen == 10
+
+
+def test_loader_without_text_pairs_has_none(shards):
+    batch = next(iter(_loader(shards)))
+    assert batch["text_pair_index"].numel() == 0 and "text_pair" not in batch
+
+
 def test_decoder_without_recaption_uses_caption_twice():
     cfg = tulip.get_model_config("tulip-tiny")
     decoder = SampleDecoder(image_transform(cfg, train=False), tulip.get_tokenizer(cfg), use_views=False,

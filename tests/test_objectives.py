@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 
 import tulip
-from tulip.losses import ImageReconstructionLoss, TextReconstructionLoss, patchify
+from tulip.losses import ImageReconstructionLoss, TextReconstructionLoss, patchify, sigmoid_loss
 from tulip.models.text_decoder import TextDecoder
 from tulip.train.config import TrainConfig
 from tulip.train.ema import EmaTeacher, teacher_momentum
@@ -250,3 +250,33 @@ def test_text_decoder_shares_or_owns_token_embedding():
     owned, _ = _task(_config({"text_reconstruction_loss": 1.0},
                              text_reconstruction={"share_token_embedding": False, "width": 32, "heads": 2}))
     assert owned.text_decoder.stack.embed_tokens.weight.shape == (49408, 32)
+
+
+def _with_pairs(batch: dict) -> dict:
+    """The batch plus a recaption, as ``text_pair``, for samples 0, 1, 3 and 5."""
+    tokenizer = tulip.get_tokenizer("tulip-tiny")
+    pairs = ["a leather bag with a strap", "a long wool coat", "a white sneaker", "a flat sandal"]
+    return {**batch, "text_pair": tokenizer(pairs), "text_pair_index": torch.tensor([0, 1, 3, 5])}
+
+
+def test_recaption_is_text_text_positive():
+    """Against a dense loss whose labels are written from the owners: +1 within a sample, 0 on the diagonal."""
+    objective = {"text_text": {"recaption_positives": True, "generated_views": False}}
+    task, _ = _task(_config({"text_text_loss": 1.0}, **objective))
+    batch = _with_pairs(_batch())
+    got = task(batch)["text_text_loss"]
+    head = task.text_text_head
+    with torch.no_grad():
+        texts = head(task.model.text(torch.cat([batch["text"], batch["text_pair"]])))  # [6 + 4, E]
+        owners = torch.cat([torch.arange(6), batch["text_pair_index"]])
+        labels = torch.where(owners[:, None] == owners[None, :], 1.0, -1.0).fill_diagonal_(0.0)
+        expected = sigmoid_loss(texts, texts, head.logit_scale.exp(), head.logit_bias, labels)
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_recaption_ignored_when_off():
+    objective = {"text_text": {"generated_views": False}}
+    task, _ = _task(_config({"text_text_loss": 1.0}, **objective))
+    batch = _batch()
+    assert not task.reads_text_pairs
+    torch.testing.assert_close(task(_with_pairs(batch))["text_text_loss"], task(batch)["text_text_loss"])

@@ -103,6 +103,7 @@ FULL_OBJECTIVE = {
     },
     "objective": {
         "crops": {"global_crops": 2, "local_crops": 2, "local_size": 16},
+        "text_text": {"recaption_positives": True},  # the Fashion-MNIST pairs carry recaptions
         "image_reconstruction": {"width": 32, "depth": 1, "heads": 4},
         "text_reconstruction": {"layers": 1, "heads": 2, "ff_dim": 64},
     },

@@ -63,6 +63,7 @@ class LoaderOptions:
     shuffle_initial: int = 500
     seed: int = 0
     use_views: bool = True
+    text_pairs: bool = False  # also tokenise each sample's other caption as ``text_pair`` (see SampleDecoder)
     resample: bool = False  # draw shards with replacement instead of reading each sample once per epoch
     samples_per_epoch: int | None = None  # resampled epoch length over all ranks; None: the shard set's size
     rank: int = 0
@@ -84,16 +85,19 @@ class SampleDecoder:
     the encoded bytes and decodes them itself, at reduced scale where its crop allows. Any other
     transform gets a PIL RGB image. With a ``crop_transform`` (``tulip.data.crops.MultiCropTransform``)
     the sample also gets ``global_crops`` [G, C, H, W] and ``local_crops`` [L, C, h, w], and ``image``
-    is the first global crop.
+    is the first global crop. With ``text_pairs``, a sample with a recaption also gets ``text_pair``
+    [L]: whichever of its caption and recaption the contrastive caption ``text`` is not.
     """
 
     def __init__(self, image_transform: Callable, tokenizer: Callable, use_views: bool,
-                 captions: RecaptionMixer | None = None, crop_transform: Callable | None = None):
+                 captions: RecaptionMixer | None = None, crop_transform: Callable | None = None,
+                 text_pairs: bool = False):
         self.image_transform = image_transform
         self.tokenizer = tokenizer
         self.use_views = use_views
         self.captions = captions or RecaptionMixer(contrastive=0.0, reconstruction=0.0)
         self.crop_transform = crop_transform
+        self.text_pairs = text_pairs
 
     def __call__(self, raw: dict) -> dict:
         key = raw.get("__key__", "?")
@@ -112,6 +116,9 @@ class SampleDecoder:
             "recon_text": tokens[1],
             "meta": json.loads(raw["json"]) if "json" in raw else {},
         }
+        if self.text_pairs and recaption:
+            other = caption if text == recaption else recaption
+            sample["text_pair"] = tokens[1] if recon_text == other else self.tokenizer([other])[0]
         if self.crop_transform is None:
             sample["image"] = self._image(raw["jpg"])
         else:
@@ -144,11 +151,11 @@ def collate(samples: list[dict]) -> dict:
         batch["image"] = batch["global_crops"][:, 0]  # a view: the first global crop is the image
     else:
         batch["image"] = torch.stack([s["image"] for s in samples])  # [B, C, H, W]
-    for name in ("text_views", "image_views"):
+    for name in ("text_views", "image_views", "text_pair"):
         owners = [i for i, s in enumerate(samples) if name in s]
         batch[f"{name}_index"] = torch.tensor(owners, dtype=torch.long)  # [K]
         if owners:
-            batch[name] = torch.stack([samples[i][name] for i in owners])  # [K, 2, ...]
+            batch[name] = torch.stack([samples[i][name] for i in owners])  # [K, 2, ...] views, [K, L] pairs
     return batch
 
 
@@ -387,7 +394,8 @@ def build_train_loader(
                 f"the shards hold {total} usable samples, fewer than one global batch of {options.batch_size} x "
                 f"{options.world_size} processes; lower train.batch_size, add data, or set train.resample: true"
             )
-    decoder = SampleDecoder(image_transform, tokenizer, options.use_views, captions, crop_transform)
+    decoder = SampleDecoder(image_transform, tokenizer, options.use_views, captions, crop_transform,
+                            options.text_pairs)
     stream = ConsumerStream(shards, counts, decoder, options, steps, SharedEpoch())
     loader = wds.WebLoader(
         stream.pipeline(),

@@ -210,18 +210,21 @@ def text_text_indices(
     positive_owners: torch.Tensor | None = None,
     negative_owners: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    paired_owners: torch.Tensor | None = None,
 ) -> tuple[ViewIndex, ViewIndex]:
     """Return (rows, columns) of the text-text matrix on one rank.
 
-    Rows: the captions [B], then the generated positives [K]. Columns: the captions, the generated
-    positives [K], then the generated negatives [K']. View ids: 0 caption, 1 positive, 2 negative.
+    Rows: the captions [B], the generated positives [K], then the paired captions [K'']. Columns:
+    the rows, then the generated negatives [K']. View ids: 0 caption, 1 positive, 2 negative,
+    3 paired caption (the other one of a sample's caption and recaption, a positive too).
     """
     captions = sample_views(batch_size, sample_offset, view=0, device=device)
     rows, cols = [captions], [captions]
-    if _has(positive_owners):
-        positives = generated_views(positive_owners, sample_offset, view=1, role=POSITIVE)
-        rows.append(positives)
-        cols.append(positives)
+    for owners, view in ((positive_owners, 1), (paired_owners, 3)):
+        if _has(owners):
+            positives = generated_views(owners, sample_offset, view=view, role=POSITIVE)
+            rows.append(positives)
+            cols.append(positives)
     if _has(negative_owners):
         cols.append(generated_views(negative_owners, sample_offset, view=2, role=NEGATIVE))
     return cat_indices(rows), cat_indices(cols)

@@ -26,7 +26,7 @@ from torch import nn
 
 from tulip import distributed
 
-VIEW_FIELDS = ("text_views", "image_views")
+VIEW_FIELDS = ("text_views", "image_views", "text_pair")  # fields packed with their owners' batch rows
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:

@@ -47,6 +47,15 @@ class HeadConfig:
 
 
 @dataclass
+class TextTextConfig(HeadConfig):
+    """Head of the text-text term, and which texts count as a caption's positives."""
+
+    # Also pair each caption with the sample's other caption (its recaption, or the original when
+    # the recaption was drawn), a positive that needs no generated views. Off: the paper's Eq. 4.
+    recaption_positives: bool = False
+
+
+@dataclass
 class TeacherConfig:
     """EMA teacher of the image tower and image-image head: teacher = m * teacher + (1 - m) * student."""
 
@@ -86,7 +95,7 @@ class ObjectiveConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     image_text: ImageTextConfig = field(default_factory=ImageTextConfig)
     image_image: HeadConfig = field(default_factory=HeadConfig)
-    text_text: HeadConfig = field(default_factory=HeadConfig)
+    text_text: TextTextConfig = field(default_factory=TextTextConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)
     image_reconstruction: ImageReconstructionConfig = field(default_factory=ImageReconstructionConfig)

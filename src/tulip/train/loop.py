@@ -149,6 +149,7 @@ class Trainer:
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
                 use_views=cfg.use_views,
+                text_pairs=self.task.reads_text_pairs,
                 resample=cfg.resample,
                 samples_per_epoch=cfg.samples_per_epoch,
                 rank=self.info.rank,

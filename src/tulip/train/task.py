@@ -11,7 +11,9 @@ Batch fields (see ``tulip.data.loader``):
 - with multi-crop, ``global_crops`` [B, G, C, H, W] and ``local_crops`` [B, L, C, h, w];
 - ``recon_text`` [B, L_t], the caption to reconstruct, when the loader provides one;
 - ``text_views`` [K, 2, L_t] and ``image_views`` [K', 2, C, H, W], generated (positive, negative)
-  views, with ``text_views_index`` [K] and ``image_views_index`` [K'], the batch rows that own them.
+  views, with ``text_views_index`` [K] and ``image_views_index`` [K'], the batch rows that own them;
+- ``text_pair`` [K'', L_t], each owner's other caption (see ``reads_text_pairs``), with
+  ``text_pair_index`` [K''].
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ class TulipTask(nn.Module):
 
     # ------------------------------------------------------------------ set-up
     @property
+    def reads_text_pairs(self) -> bool:
+        """Whether the text-text term takes each sample's other caption as a positive (batch key ``text_pair``)."""
+        return self.text_text_loss is not None and self.objective.text_text.recaption_positives
+
+    @property
     def needs_teacher(self) -> bool:
         teacher_image_text = self.image_text_loss is not None and self.objective.image_text.image_source == "teacher"
         return self.image_image_loss is not None or teacher_image_text
@@ -175,7 +182,7 @@ class TulipTask(nn.Module):
 
         ``image.global`` [B, G, E], ``image.local`` [B, L, E], ``image.positive`` [K', E],
         ``image.negative`` [K', E], ``text.captions`` [B, E], ``text.positive`` [K, E],
-        ``text.negative`` [K, E]; absent when no enabled term reads them. Every row depends on its
+        ``text.negative`` [K, E], ``text.pair`` [K'', E]; absent when no enabled term reads them. Every row depends on its
         own sample only, so embeddings of consecutive slices of a batch concatenate to the batch's.
         """
         obj = self.objective
@@ -187,9 +194,10 @@ class TulipTask(nn.Module):
         use_tt_views = self.text_text_loss is not None and obj.text_text.generated_views
         # Image tower: all crops of the model's resolution in one student pass.
         image = self._embed_images(batch, global_crops, image_views, use_it_negatives, use_ii_views)
-        # Text tower: captions and the generated captions in one pass.
+        # Text tower: captions, the generated captions and the paired captions in one pass.
         needs_text_views = use_it_negatives or use_tt_views
-        text = self._embed_texts(batch["text"], text_views if needs_text_views else None, use_tt_views)
+        pairs = _views(batch, "text_pair")[0] if self.reads_text_pairs else None
+        text = self._embed_texts(batch["text"], text_views if needs_text_views else None, use_tt_views, pairs)
         return {**{f"image.{k}": v for k, v in image.items()}, **{f"text.{k}": v for k, v in text.items()}}
 
     @staticmethod
@@ -208,6 +216,7 @@ class TulipTask(nn.Module):
         global_crops = self._global_crops(batch)
         image_views, image_owners = _views(batch, "image_views")
         _, text_owners = _views(batch, "text_views")
+        pair_owners = _views(batch, "text_pair")[1] if self.reads_text_pairs else None
         image = {k.split(".", 1)[1]: v for k, v in embeddings.items() if k.startswith("image.")}
         text = {k.split(".", 1)[1]: v for k, v in embeddings.items() if k.startswith("text.")}
         use_it_negatives = self.image_text_loss is not None and obj.image_text.generated_negatives
@@ -223,7 +232,7 @@ class TulipTask(nn.Module):
             metrics["image_image_logit_scale"] = self.image_image_head.logit_scale.detach().exp()
             metrics["image_image_logit_bias"] = self.image_image_head.logit_bias.detach()
         if self.text_text_loss is not None:
-            terms.update(self._text_text(text, text_owners, use_tt_views))
+            terms.update(self._text_text(text, text_owners, use_tt_views, pair_owners))
             metrics["text_text_logit_scale"] = self.text_text_head.logit_scale.detach().exp()
             metrics["text_text_logit_bias"] = self.text_text_head.logit_bias.detach()
         if self.text_decoder is not None:
@@ -263,22 +272,25 @@ class TulipTask(nn.Module):
             out["local"] = self.model.visual(local_crops.flatten(0, 1)).view(batch_size, local_crops.shape[1], -1)
         return out
 
-    def _embed_texts(self, captions, text_views, use_positives) -> dict:
-        """Text-tower embeddings (raw) of the captions, their generated positives and negatives."""
-        parts, sizes = [captions], [captions.shape[0], 0, 0]
+    def _embed_texts(self, captions, text_views, use_positives, pairs=None) -> dict:
+        """Text-tower embeddings (raw) of the captions, their generated positives and negatives, and paired captions."""
+        parts, sizes = [captions], [captions.shape[0], 0, 0, 0]
         if text_views is not None:
             if use_positives:
                 parts.append(text_views[:, 0])
                 sizes[1] = text_views.shape[0]
             parts.append(text_views[:, 1])
             sizes[2] = text_views.shape[0]
+        if pairs is not None:
+            parts.append(pairs)
+            sizes[3] = pairs.shape[0]
         needs_text = self.image_text_loss is not None or self.text_text_loss is not None or (
             self.text_decoder is not None and self.objective.text_reconstruction.condition == "text"
         )
         if not needs_text:
             return {}
-        captions_out, positive, negative = self.model.text(torch.cat(parts)).split(sizes)
-        return {"captions": captions_out, "positive": positive, "negative": negative}
+        captions_out, positive, negative, pair = self.model.text(torch.cat(parts)).split(sizes)
+        return {"captions": captions_out, "positive": positive, "negative": negative, "pair": pair}
 
     def _image_text(self, image, text, global_crops, image_views, image_owners, text_owners, use_negatives,
                     teacher) -> dict:
@@ -324,14 +336,17 @@ class TulipTask(nn.Module):
             positive_owners=owners, teacher_negative=teacher_negative, negative_owners=owners,
         )
 
-    def _text_text(self, text, text_owners, use_views) -> dict:
+    def _text_text(self, text, text_owners, use_views, pair_owners) -> dict:
         head = self.text_text_head
-        positive = negative = owners = None
+        positive = negative = owners = paired = None
         if use_views and text_owners is not None:
             positive, negative, owners = head(text["positive"]), head(text["negative"]), text_owners
+        if pair_owners is not None:
+            paired = head(text["pair"])
         return self.text_text_loss(
             head(text["captions"]), head.logit_scale.exp(), head.logit_bias,
             positive_texts=positive, positive_owners=owners, negative_texts=negative, negative_owners=owners,
+            paired_texts=paired, paired_owners=pair_owners,
         )
 
     def _image_reconstruction(self, images: torch.Tensor) -> dict:
