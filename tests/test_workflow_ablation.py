@@ -147,9 +147,11 @@ def test_one_current_mlflow_run_per_variant_and_seed(mlflow_runs):
 
 
 def test_mlflow_run_tags(mlflow_runs, ablation_run):
-    client, _, runs = mlflow_runs
+    client, experiment, runs = mlflow_runs
     workflow = client.get_experiment_by_name("tulip-test")
     workflow_runs = {r.info.run_id for r in client.search_runs([workflow.experiment_id], "tags.`tulip.level` = 'workflow'")}
+    ladder_parents = client.search_runs([experiment.experiment_id], "tags.`tulip.level` = 'workflow'")
+    assert {r.data.tags["tulip.workflow_run_id"] for r in ladder_parents} <= workflow_runs
     for run in runs:
         tags = run.data.tags
         assert len(tags["git_commit"]) >= 40
@@ -158,6 +160,7 @@ def test_mlflow_run_tags(mlflow_runs, ablation_run):
         slug = {variant: slug for variant, slug, _ in RUNS}[tags["variant"]]
         assert json.loads(tags["snakemake.wildcards"]) == {"variant": slug, "seed": tags["seed"]}
         assert tags["tulip.workflow_run_id"] in workflow_runs
+        assert tags["mlflow.parentRunId"] in {r.info.run_id for r in ladder_parents}
         assert run.info.run_name == f"{tags['variant']} seed {tags['seed']}"
 
 

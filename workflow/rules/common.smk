@@ -363,11 +363,11 @@ def eval_matching_inputs(wildcards):
 
 
 def start_workflow_run():
+    # The ladder's runs nest under a workflow run of their own experiment, deleted at the end if empty.
     run_id = tulip_workflow.start_workflow_run(
-        TRACKING_URI, config["tracking"]["experiment"], config, workflow.basedir, LOCAL_TRACKING_STORE
+        TRACKING_URI, config["tracking"]["experiment"], config, workflow.basedir, LOCAL_TRACKING_STORE,
+        other_experiments=[ABLATION_EXPERIMENT] if ABLATION else [],
     )
-    if ABLATION:
-        tulip_workflow.create_experiment(TRACKING_URI, ABLATION_EXPERIMENT, LOCAL_TRACKING_STORE)
     print(f"MLflow: workflow run {run_id} in {tulip_redact.redact(TRACKING_URI)}", file=sys.stderr)
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tulip.tracking.mlflow_runs import (
     EXPERIMENT_ENV,
+    EXPERIMENT_PARENTS_ENV,
     PARENT_ENV,
     end_run,
-    ensure_experiment,
+    experiment_parents,
     git_commit,
     start_parent_run,
 )
@@ -65,8 +66,13 @@ def default_tracking_uri(results_dir: str | Path = "results") -> str:
     return "sqlite:///" + str((Path(results_dir) / "mlflow" / "mlflow.db").resolve())
 
 
-def start_workflow_run(tracking_uri: str, experiment: str, config: dict, repo_dir: str | Path, local_store: bool) -> str:
-    """Open the workflow-level MLflow run and export its id for the stage jobs."""
+def start_workflow_run(tracking_uri: str, experiment: str, config: dict, repo_dir: str | Path, local_store: bool,
+                       other_experiments: Iterable[str] = ()) -> str:
+    """Open the workflow-level MLflow run and export its id for the stage jobs.
+
+    Each of ``other_experiments`` gets a workflow run of its own, tagged with the main run's id, for
+    the stages that log there to nest under.
+    """
     import snakemake
 
     Path("results/mlflow").mkdir(parents=True, exist_ok=True)
@@ -76,21 +82,22 @@ def start_workflow_run(tracking_uri: str, experiment: str, config: dict, repo_di
         "snakemake.version": snakemake.__version__,
         "slurm.job_id": os.environ.get("SLURM_JOB_ID", ""),
     }
-    run_id = start_parent_run(
-        tracking_uri,
-        experiment,
-        run_name="workflow",
-        tags=tags,
-        artifact_root="results/mlflow/artifacts" if local_store else None,
-    )
+    artifact_root = "results/mlflow/artifacts" if local_store else None
+    run_id = start_parent_run(tracking_uri, experiment, run_name="workflow", tags=tags, artifact_root=artifact_root)
     os.environ[PARENT_ENV] = run_id
+    others = {
+        name: start_parent_run(tracking_uri, name, run_name="workflow", tags={**tags, "tulip.workflow_run_id": run_id},
+                               artifact_root=artifact_root)
+        for name in other_experiments
+    }
+    os.environ[EXPERIMENT_PARENTS_ENV] = json.dumps(others)
     return run_id
 
 
 def finish_workflow_run(tracking_uri: str, status: str) -> None:
-    """Close the workflow-level run; one that never received a stage run is deleted."""
-    run_id = os.environ.get(PARENT_ENV)
-    if run_id:
+    """Close the workflow-level runs; one that never received a stage run is deleted."""
+    run_ids = [os.environ.get(PARENT_ENV), *experiment_parents().values()]
+    for run_id in filter(None, run_ids):
         end_run(tracking_uri, run_id, status=status, delete_if_empty=True)
 
 
@@ -110,7 +117,3 @@ def download_shard_names(tables: list[str] | None, num_rows: int | None, downloa
     counts = [num_rows] if num_rows is not None else [t.num_rows for t in read_pairs_tables(tables, columns)]
     return [shard_name(plan.index).removesuffix(".tar") for plan in plan_shards(counts, options.rows_per_shard)]
 
-
-def create_experiment(tracking_uri: str, name: str, local_store: bool) -> str:
-    """Create experiment ``name`` if missing, with its artifacts beside the workflow's in a local store."""
-    return ensure_experiment(tracking_uri, name, "results/mlflow/artifacts" if local_store else None)

@@ -1,12 +1,16 @@
 """MLflow tracking: a parent run per workflow invocation and a child run per stage.
 
 The workflow creates the parent run when it starts and exports its id as
-``TULIP_MLFLOW_PARENT_RUN_ID``; every stage then opens a child run under it. Tracking never stops
-the work it records: a failed MLflow call is retried, then logged and skipped.
+``TULIP_MLFLOW_PARENT_RUN_ID``; every stage then opens a child run under it. MLflow nests runs only
+within one experiment, so a stage that logs to another experiment (the ablation ladder's) nests
+under that experiment's own workflow run, whose id ``TULIP_MLFLOW_EXPERIMENT_PARENTS`` maps from
+the experiment name. Tracking never stops the work it records: a failed MLflow call is retried,
+then logged and skipped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -19,6 +23,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PARENT_ENV = "TULIP_MLFLOW_PARENT_RUN_ID"
+EXPERIMENT_PARENTS_ENV = "TULIP_MLFLOW_EXPERIMENT_PARENTS"  # JSON: experiment name -> workflow run id there
 EXPERIMENT_ENV = "TULIP_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "tulip"
 MAX_PARAM_CHARS = 6000
@@ -92,6 +97,20 @@ def start_parent_run(tracking_uri: str, experiment: str, run_name: str, tags: Ma
     return run.info.run_id
 
 
+def experiment_parents() -> dict[str, str]:
+    """Return the ids of the workflow runs in experiments other than the main one, keyed by experiment name."""
+    value = os.environ.get(EXPERIMENT_PARENTS_ENV)
+    if not value:
+        return {}
+    try:
+        parents = json.loads(value)
+    except json.JSONDecodeError:
+        logger.warning("invalid JSON in %s, so runs in other experiments are not nested: %r",
+                       EXPERIMENT_PARENTS_ENV, value[:200])
+        return {}
+    return parents if isinstance(parents, dict) else {}
+
+
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED", delete_if_empty: bool = False) -> None:
     """Close a run; with ``delete_if_empty`` a workflow run that received no stage runs is deleted instead."""
     client = _client(tracking_uri)
@@ -162,8 +181,9 @@ def stage_run(
     Without ``TULIP_MLFLOW_PARENT_RUN_ID`` (a stage started by hand) the run stands alone. The run ends
     FINISHED when the block completes and FAILED when it raises (or the ``run_status`` the exception
     names); the exception is re-raised. With ``experiment`` the run goes to that experiment instead
-    of the workflow run's. MLflow nests runs only within one experiment, so there the workflow run's
-    id is the tag ``tulip.workflow_run_id``.
+    of the workflow run's. MLflow nests runs only within one experiment, so there the run nests under
+    that experiment's workflow run from ``TULIP_MLFLOW_EXPERIMENT_PARENTS``, when the workflow made
+    one, and the main workflow run's id is the tag ``tulip.workflow_run_id``.
     """
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
@@ -183,6 +203,8 @@ def stage_run(
     }
     if parent:
         run_tags["tulip.workflow_run_id" if own_experiment else "mlflow.parentRunId"] = parent
+    if parent and own_experiment:
+        run_tags["mlflow.parentRunId"] = experiment_parents().get(experiment)
 
     def create():
         experiment_id = ensure_experiment(tracking_uri, experiment)
