@@ -1,7 +1,7 @@
 """Gradient accumulation with cached embeddings: 2 micro-batches of 4 give the gradient of one batch of 8.
 
 The batch carries generated views and paired captions for some samples only, so each micro-batch
-holds a different number of them.
+contains a different number of them.
 """
 
 from __future__ import annotations

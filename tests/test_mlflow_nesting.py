@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tulip.cli.workflow import finish_workflow_run, start_workflow_run
@@ -21,7 +22,7 @@ def store(tmp_path, monkeypatch):
 
 def _runs(client, experiment):
     found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], run_view_type=3) if found else []  # 3: active and deleted
+    return client.search_runs([found.experiment_id], run_view_type=ViewType.ALL) if found else []
 
 
 def test_ladder_run_nests_in_own_experiment(store):

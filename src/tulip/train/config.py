@@ -51,7 +51,8 @@ class TextTextConfig(HeadConfig):
     """Head of the text-text term, and which texts count as a caption's positives."""
 
     # Also pair each caption with the sample's other caption (its recaption, or the original when
-    # the recaption was drawn), a positive that needs no generated views. Off: the paper's Eq. 4.
+    # the recaption was drawn), a positive that needs no generated views. Off gives TULIP's Eq. 4
+    # (arXiv 2503.15485), which names only paraphrases.
     recaption_positives: bool = False
 
 

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 
 def _views(batch: dict, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Return (views [K, 2, ...], owners [K]) when the batch has any, else (None, None)."""
+    """Return (packed field [K, ...], owners [K]) when the batch has any, else (None, None)."""
     owners = batch.get(f"{name}_index")
     if owners is None or owners.numel() == 0 or name not in batch:
         return None, None
@@ -273,7 +273,7 @@ class TulipTask(nn.Module):
         return out
 
     def _embed_texts(self, captions, text_views, use_positives, pairs=None) -> dict:
-        """Text-tower embeddings (raw) of the captions, their generated positives and negatives, and paired captions."""
+        """Embed (raw, before normalisation) the captions, their generated positives and negatives, and paired captions."""
         parts, sizes = [captions], [captions.shape[0], 0, 0, 0]
         if text_views is not None:
             if use_positives:
